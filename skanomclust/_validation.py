@@ -60,6 +60,12 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
         ensure_min_features=min_channels,
         order="C",
     )
+    if X.shape[1] < min_channels:
+        raise ValueError(
+            f"Found array with {X.shape[1]} channel(s) (shape={X.shape}) while a minimum of "
+            f"{min_channels} is required by {type(estimator).__name__}"
+            + (" (features plus the anomaly map)." if min_channels == 2 else ".")
+        )
     if X.ndim == 2:
         return X[:, :, None, None], True
     return X, False

@@ -416,17 +416,20 @@ class FeatureMapExtractor(nn.Module):
         self.stages = nn.ModuleList([module for _, module in stages])
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
+        # Channels-last is about twice as fast for MobileNet/EfficientNet on CPU
+        # (depthwise convolutions) and neutral for ResNets.
+        self.to(memory_format=torch.channels_last)
         self.eval()
 
     def forward_layers(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Each requested layer's output for (B, 3, H, W) images in [0, 1]."""
-        x = (images - self.mean) / self.std
+        x = ((images - self.mean) / self.std).contiguous(memory_format=torch.channels_last)
         taken = {}
         for name, stage in zip(self.stage_names, self.stages, strict=True):
             x = stage(x)
             if name in self.layers:
                 taken[name] = x
-        return {name: taken[name] for name in self.layers}
+        return {name: taken[name].contiguous() for name in self.layers}
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Map (B, 3, H, W) images in [0, 1] to (B, C, h, w) features."""

@@ -1,0 +1,303 @@
+"""Steps 2-3 as an estimator: blind anomaly maps from a per-pixel VAE and FCA."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+from torch.nn import functional as F
+
+from ._utils import progress_bar, resolve_device, seed_from_random_state
+from ._validation import restore_layout, validate_feature_maps
+from .nn.fca import feature_correspondence_analysis, postprocess_anomaly_maps
+from .nn.vae import minmax_scale, minmax_scale_stats, train_pixel_vae, vae_residuals
+
+__all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
+
+
+def resize_anomaly_maps(maps, sizes):
+    """Upsample anomaly maps to image sizes (bilinear).
+
+    Parameters
+    ----------
+    maps : ndarray of shape (n, h, w)
+        Anomaly maps at feature resolution.
+    sizes : tuple of int or list of tuple of int
+        One (height, width) for all maps, or one per map (e.g. from
+        :meth:`TextureFeatureExtractor.image_sizes`).
+
+    Returns
+    -------
+    resized : ndarray of shape (n, H, W) or list of ndarray
+        An array when all sizes are equal, else a list of (H_i, W_i) arrays.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"Expected maps of shape (n, h, w), got {maps.shape}")
+    if len(sizes) == 2 and all(isinstance(s, Integral) for s in sizes):
+        sizes = [tuple(sizes)] * len(maps)
+    if len(sizes) != len(maps):
+        raise ValueError(f"Got {len(sizes)} sizes for {len(maps)} maps")
+    out = []
+    for single, size in zip(maps, sizes, strict=True):
+        tensor = torch.from_numpy(single)[None, None]
+        out.append(
+            F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+            .numpy()
+        )
+    if len({o.shape for o in out}) == 1:
+        return np.stack(out)
+    return out
+
+
+class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
+    """Per-pixel anomaly maps learned blindly from all images (steps 2-3).
+
+    ``fit`` trains a per-pixel variational auto-encoder on feature vectors
+    sampled across all images (normal and anomalous together: anomalies are
+    rare, so it learns mostly normality). ``transform`` computes each image's
+    residual (min-max scaled features minus the decoding of their posterior
+    mean), runs Feature Correspondence Analysis on it and appends the
+    post-processed map as a last channel. Each image's map depends only on
+    that image and the fitted model.
+
+    Parameters
+    ----------
+    mode : {"vae_fca", "fca", "vae"}, default="vae_fca"
+        ``"vae_fca"``: FCA on the VAE residuals (the paper's method);
+        ``"fca"``: FCA on the min-max scaled features (zero-shot, nothing is
+        trained); ``"vae"``: mean absolute residual over channels.
+    n_steps : int, default=500
+        VAE optimisation steps.
+    pixels_per_step : int, default=2048
+        Feature vectors sampled across all images per step.
+    hidden_channels : int, default=512
+    latent_channels : int, default=128
+    learning_rate : float, default=1e-3
+    weight_decay : float, default=0.1
+    kl_weight : float, default=1e-3
+    patch_size : int, default=7
+    sigma_p : float, default=3.0
+        Gaussian window of the FCA patches.
+    border : int or "auto", default=5
+        Frame cleared after blurring (the paper clears 5 pixels of a 64x64
+        map); ``"auto"`` scales it to the map: ``round(5 * min(h, w) / 64)``.
+    batch_size : int, default=16
+        Images per torch call in ``transform``.
+    device : str, default="cpu"
+    random_state : int, RandomState instance or None, default=None
+        Seeds the VAE (initialisation and pixel sampling).
+    verbose : bool or int, default=False
+        Progress bars for training and transform.
+
+    Attributes
+    ----------
+    vae_ : PixelVAE or None
+        The trained VAE (None for ``mode="fca"``).
+    loss_curve_ : list of float
+        VAE training loss per step.
+    n_features_in_ : int
+        Channels of the input feature maps.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skanomclust import BlindAnomalyLocalizer
+    >>> X = np.random.default_rng(0).random((4, 8, 12, 12), dtype=np.float32)
+    >>> localizer = BlindAnomalyLocalizer(n_steps=5, hidden_channels=16, random_state=0)
+    >>> localizer.fit_transform(X).shape
+    (4, 9, 12, 12)
+    """
+
+    _parameter_constraints: dict = {
+        "mode": [StrOptions({"vae_fca", "fca", "vae"})],
+        "n_steps": [Interval(Integral, 0, None, closed="left")],
+        "pixels_per_step": [Interval(Integral, 1, None, closed="left")],
+        "hidden_channels": [Interval(Integral, 1, None, closed="left")],
+        "latent_channels": [Interval(Integral, 1, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "kl_weight": [Interval(Real, 0, None, closed="left")],
+        "patch_size": [Interval(Integral, 1, None, closed="left")],
+        "sigma_p": [Interval(Real, 0, None, closed="neither")],
+        "border": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        mode="vae_fca",
+        *,
+        n_steps=500,
+        pixels_per_step=2048,
+        hidden_channels=512,
+        latent_channels=128,
+        learning_rate=1e-3,
+        weight_decay=0.1,
+        kl_weight=1e-3,
+        patch_size=7,
+        sigma_p=3.0,
+        border=5,
+        batch_size=16,
+        device="cpu",
+        random_state=None,
+        verbose=False,
+    ):
+        self.mode = mode
+        self.n_steps = n_steps
+        self.pixels_per_step = pixels_per_step
+        self.hidden_channels = hidden_channels
+        self.latent_channels = latent_channels
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.kl_weight = kl_weight
+        self.patch_size = patch_size
+        self.sigma_p = sigma_p
+        self.border = border
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Learn the normality model from all feature maps (blind).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, h, w) or (n, C)
+            Feature maps, e.g. from :class:`TextureFeatureExtractor`.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : BlindAnomalyLocalizer
+        """
+        maps, _ = validate_feature_maps(self, X, reset=True)
+        device = resolve_device(self.device)
+        self.vae_, self.loss_curve_ = None, []
+        if self.mode in ("vae_fca", "vae"):
+            generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
+            bar = progress_bar(self.n_steps, self.verbose, "VAE")
+            self.vae_, self.loss_curve_ = train_pixel_vae(
+                torch.from_numpy(maps),
+                n_steps=self.n_steps,
+                pixels_per_step=self.pixels_per_step,
+                lr=self.learning_rate,
+                weight_decay=self.weight_decay,
+                kl_weight=self.kl_weight,
+                hidden_channels=self.hidden_channels,
+                latent_channels=self.latent_channels,
+                generator=generator,
+                device=device,
+                progress=lambda step: bar.update(1),
+            )
+            bar.close()
+        return self
+
+    def _border(self, h, w):
+        if self.border == "auto":
+            return int(round(5 * min(h, w) / 64))
+        return int(self.border)
+
+    def _maps_of_batch(self, batch: torch.Tensor) -> torch.Tensor:
+        mins, maxs = minmax_scale_stats(batch)
+        if self.mode == "fca":
+            source = minmax_scale(batch, mins, maxs)
+        else:
+            source = vae_residuals(self.vae_, batch, mins, maxs, batch_size=len(batch))
+            source = torch.as_tensor(source)
+            if self.mode == "vae":
+                raw = source.abs().mean(dim=1)
+        if self.mode != "vae":
+            raw = feature_correspondence_analysis(
+                source, patch_size=self.patch_size, sigma_p=self.sigma_p
+            )
+        return postprocess_anomaly_maps(raw, border=self._border(*raw.shape[-2:]))
+
+    def anomaly_maps(self, X, image_sizes=None):
+        """Anomaly maps of feature maps, optionally upsampled to image sizes.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, h, w) or (n, C)
+            Feature maps.
+        image_sizes : tuple or list of tuple, optional
+            (height, width) of the original images (one for all or one per
+            image); the maps are then bilinearly upsampled to them.
+
+        Returns
+        -------
+        maps : ndarray of shape (n, h, w) (or (n, H, W), or a list when the
+            image sizes differ). Higher = more anomalous.
+        """
+        check_is_fitted(self, "loss_curve_")
+        maps, _ = validate_feature_maps(self, X, reset=False)
+        out = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
+        self._fill_maps(maps, out)
+        return out if image_sizes is None else resize_anomaly_maps(out, image_sizes)
+
+    def _fill_maps(self, maps, out):
+        bar = progress_bar(len(maps), self.verbose, "anomaly maps")
+        with torch.inference_mode():
+            for start in range(0, len(maps), self.batch_size):
+                batch = torch.from_numpy(maps[start : start + self.batch_size])
+                out[start : start + len(batch)] = self._maps_of_batch(batch).numpy()
+                bar.update(len(batch))
+        bar.close()
+
+    def transform(self, X):
+        """Append each image's anomaly map to its features.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, h, w) or (n, C)
+            Feature maps.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
+            The features with the anomaly map as last channel, float32.
+        """
+        check_is_fitted(self, "loss_curve_")
+        maps, was_2d = validate_feature_maps(self, X, reset=False)
+        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=np.float32)
+        out[:, :-1] = maps
+        self._fill_maps(maps, out[:, -1])
+        return restore_layout(out, was_2d)
+
+    def decision_function(self, X):
+        """Image-level anomaly score: the maximum of each anomaly map.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, h, w) or (n, C)
+            Feature maps.
+
+        Returns
+        -------
+        scores : ndarray of shape (n,)
+            Higher = more anomalous.
+        """
+        return self.anomaly_maps(X).reshape(len(X), -1).max(axis=1)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        vae = state.get("vae_")
+        if vae is not None and next(vae.parameters()).device.type != "cpu":
+            state["vae_"] = copy.deepcopy(vae).cpu()
+        return state

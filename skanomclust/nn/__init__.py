@@ -1,0 +1,29 @@
+"""Pure torch building blocks of the method (no scikit-learn in this subpackage)."""
+
+from .fca import (
+    fca_reference,
+    feature_correspondence_analysis,
+    gaussian_blur,
+    postprocess_anomaly_maps,
+)
+from .vae import (
+    PixelVAE,
+    minmax_scale,
+    minmax_scale_stats,
+    train_pixel_vae,
+    vae_loss,
+    vae_residuals,
+)
+
+__all__ = [
+    "PixelVAE",
+    "fca_reference",
+    "feature_correspondence_analysis",
+    "gaussian_blur",
+    "minmax_scale",
+    "minmax_scale_stats",
+    "postprocess_anomaly_maps",
+    "train_pixel_vae",
+    "vae_loss",
+    "vae_residuals",
+]

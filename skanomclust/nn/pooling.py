@@ -1,0 +1,52 @@
+"""Step 4: anomaly-weighted pooling of feature maps into image descriptors (paper Eq. 2)."""
+
+from __future__ import annotations
+
+import torch
+
+from .fca import gaussian_blur
+
+__all__ = ["anomaly_weighted_pooling"]
+
+
+def anomaly_weighted_pooling(
+    features: torch.Tensor,
+    anomaly_maps: torch.Tensor,
+    *,
+    tau: float = 0.002,
+    blur_kernel: int = 7,
+    blur_sigma: float = 2.0,
+    subtract_mean: bool = True,
+) -> torch.Tensor:
+    """Pool each feature map with weights softmax(anomaly map / tau).
+
+    Parameters
+    ----------
+    features : Tensor of shape (n, C, h, w)
+        Feature maps.
+    anomaly_maps : Tensor of shape (n, h, w)
+        Anomaly maps (higher = more anomalous).
+    tau : float, default=0.002
+        Softmax temperature: small values concentrate the weight on the most
+        anomalous pixels, large values approach plain mean pooling.
+    blur_kernel, blur_sigma : int, float, default=7, 2.0
+        Gaussian blur of the features before pooling (``blur_sigma=0`` skips it).
+    subtract_mean : bool, default=True
+        Subtract each map's spatial mean first, so the descriptor describes
+        how the anomalous region differs from the image's own texture.
+
+    Returns
+    -------
+    descriptors : Tensor of shape (n, C)
+    """
+    if features.ndim != 4 or anomaly_maps.shape != (features.shape[0], *features.shape[2:]):
+        raise ValueError(
+            f"features (n, C, h, w) and anomaly_maps (n, h, w) do not match: "
+            f"{tuple(features.shape)} and {tuple(anomaly_maps.shape)}"
+        )
+    if blur_sigma > 0:
+        features = gaussian_blur(features, blur_kernel, blur_sigma)
+    if subtract_mean:
+        features = features - features.mean(dim=(-2, -1), keepdim=True)
+    weights = torch.softmax(anomaly_maps.flatten(1).to(features.dtype) / tau, dim=1)
+    return torch.einsum("ncp,np->nc", features.flatten(2), weights)

@@ -1,0 +1,285 @@
+"""Step 5 as an estimator: contrastive refinement of features into image descriptors."""
+
+from __future__ import annotations
+
+import copy
+from numbers import Integral, Real
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
+from sklearn.base import _fit_context
+from sklearn.cluster import KMeans
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted
+
+from ._utils import progress_bar, resolve_device, seed_from_random_state
+from ._validation import validate_feature_maps
+from .nn.contrastive import image_neighbors, otsu_threshold, train_contrastive_head
+from .nn.pooling import anomaly_weighted_pooling
+from .nn.vae import minmax_scale, minmax_scale_stats
+
+__all__ = ["ContrastiveRefiner", "anomaly_threshold"]
+
+
+def anomaly_threshold(max_scores, descriptors, *, rule, n_clusters=None, random_state=None):
+    """One anomaly threshold for all pixels of all images.
+
+    Parameters
+    ----------
+    max_scores : ndarray of shape (n,)
+        Maximum of each image's anomaly map.
+    descriptors : ndarray of shape (n, C)
+        Step-4 descriptors (used by ``rule="kmeans"``).
+    rule : {"otsu", "kmeans"}
+        ``"kmeans"``: the paper's heuristic (supplement S4): KMeans with
+        ``n_clusters`` on the descriptors; the cluster with the lowest mean
+        max-score is taken as normal and the threshold is the quantile of
+        ``max_scores`` at that cluster's share of images. ``"otsu"``: needs no
+        k: Otsu's split of ``max_scores`` into a low (normal) and a high
+        (anomalous) group.
+    n_clusters : int or None
+        Required by ``rule="kmeans"``.
+    random_state : int, RandomState instance or None
+
+    Returns
+    -------
+    threshold : float
+    """
+    if rule == "otsu":
+        return otsu_threshold(torch.as_tensor(max_scores))
+    if n_clusters is None:
+        raise ValueError("threshold='kmeans' needs n_clusters (the paper's heuristic uses k)")
+    k = min(int(n_clusters), len(max_scores))
+    labels = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit_predict(descriptors)
+    means = [max_scores[labels == c].mean() for c in range(k)]
+    normal = int(np.argmin(means))
+    share = float(np.mean(labels == normal))
+    return float(np.quantile(max_scores, share))
+
+
+class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Contrastively trained per-pixel head, pooled into image descriptors.
+
+    Takes the output of :class:`~skanomclust.BlindAnomalyLocalizer`
+    (features + anomaly map as last channel). ``fit`` labels pixels as
+    anomalous/normal with one threshold on the maps, finds each image's
+    nearest images by their step-4 descriptors, and trains a small head
+    (C -> 256 -> 32, L2-normalised) with a margin loss (METHOD.md step 5).
+    ``transform`` projects each image's min-max scaled features with the head
+    and pools them with its anomaly map (Eq. 2), image by image.
+
+    Parameters
+    ----------
+    threshold : {"otsu", "kmeans"} or float, default="otsu"
+        Pixel labelling rule, see :func:`anomaly_threshold`; a float is used
+        as the threshold itself.
+    n_clusters : int or None, default=None
+        Number of anomaly types, only for ``threshold="kmeans"``.
+    tau : float, default=0.002
+        Softmax temperature of the pooling (for neighbours and output).
+    hidden_channels : int, default=256
+    out_channels : int, default=32
+        Descriptor length.
+    n_neighbors : int, default=3
+        Close images per image.
+    n_epochs : int, default=10
+        Passes over all images (one optimisation step per image).
+    margin : float, default=0.5
+    learning_rate : float, default=5e-4
+    weight_decay : float, default=0.01
+    batch_size : int, default=32
+        Images per torch call in ``transform``.
+    device : str, default="cpu"
+    random_state : int, RandomState instance or None, default=None
+    verbose : bool or int, default=False
+
+    Attributes
+    ----------
+    head_ : ContrastiveHead
+        The trained head (on CPU after unpickling).
+    threshold_ : float
+        Threshold used to label pixels.
+    anomalous_share_ : float
+        Share of training images with at least one pixel above it.
+    loss_curve_ : list of float
+        Mean loss per epoch.
+    n_features_in_ : int
+        Channels seen in ``fit`` (features + 1 anomaly map).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from skanomclust import ContrastiveRefiner
+    >>> X = np.random.default_rng(0).random((6, 5, 8, 8), dtype=np.float32)
+    >>> refiner = ContrastiveRefiner(n_epochs=1, out_channels=4, random_state=0)
+    >>> refiner.fit_transform(X).shape
+    (6, 4)
+    """
+
+    _parameter_constraints: dict = {
+        "threshold": [StrOptions({"otsu", "kmeans"}), Real],
+        "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
+        "tau": [Interval(Real, 0, None, closed="neither")],
+        "hidden_channels": [Interval(Integral, 1, None, closed="left")],
+        "out_channels": [Interval(Integral, 1, None, closed="left")],
+        "n_neighbors": [Interval(Integral, 1, None, closed="left")],
+        "n_epochs": [Interval(Integral, 0, None, closed="left")],
+        "margin": [Interval(Real, 0, None, closed="left")],
+        "learning_rate": [Interval(Real, 0, None, closed="neither")],
+        "weight_decay": [Interval(Real, 0, None, closed="left")],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, torch.device],
+        "random_state": ["random_state"],
+        "verbose": ["verbose"],
+    }
+
+    def __init__(
+        self,
+        threshold="otsu",
+        *,
+        n_clusters=None,
+        tau=0.002,
+        hidden_channels=256,
+        out_channels=32,
+        n_neighbors=3,
+        n_epochs=10,
+        margin=0.5,
+        learning_rate=5e-4,
+        weight_decay=0.01,
+        batch_size=32,
+        device="cpu",
+        random_state=None,
+        verbose=False,
+    ):
+        self.threshold = threshold
+        self.n_clusters = n_clusters
+        self.tau = tau
+        self.hidden_channels = hidden_channels
+        self.out_channels = out_channels
+        self.n_neighbors = n_neighbors
+        self.n_epochs = n_epochs
+        self.margin = margin
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.batch_size = batch_size
+        self.device = device
+        self.random_state = random_state
+        self.verbose = verbose
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Train the contrastive head on all images (blind, no labels).
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C + 1, h, w) or (n, C + 1)
+            Features with the anomaly map as last channel.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : ContrastiveRefiner
+        """
+        maps, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
+        n = maps.shape[0]
+        if n < 2:
+            raise ValueError(f"ContrastiveRefiner needs at least 2 images, got {n}")
+        device = resolve_device(self.device)
+        generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
+        tensor = torch.from_numpy(maps)
+        features, scores = tensor[:, :-1], tensor[:, -1]
+        descriptors = self._pool(features, scores)
+        max_scores = scores.flatten(1).max(dim=1).values.numpy()
+        if isinstance(self.threshold, str):
+            threshold = anomaly_threshold(
+                max_scores,
+                descriptors.numpy(),
+                rule=self.threshold,
+                n_clusters=self.n_clusters,
+                random_state=seed_from_random_state(self.random_state),
+            )
+        else:
+            threshold = float(self.threshold)
+        close, counter = image_neighbors(descriptors, min(self.n_neighbors, n - 1))
+        mins, maxs = minmax_scale_stats(features)
+        bar = progress_bar(self.n_epochs, self.verbose, "contrastive")
+        head, losses = train_contrastive_head(
+            features,
+            scores > threshold,
+            close,
+            counter,
+            lambda vectors, images: minmax_scale(vectors, mins[images], maxs[images]),
+            hidden_channels=self.hidden_channels,
+            out_channels=self.out_channels,
+            n_epochs=self.n_epochs,
+            margin=self.margin,
+            lr=self.learning_rate,
+            weight_decay=self.weight_decay,
+            generator=generator,
+            device=device,
+            progress=lambda epoch: bar.update(1),
+        )
+        bar.close()
+        self.head_ = head
+        self.threshold_ = threshold
+        self.anomalous_share_ = float(np.mean(max_scores > threshold))
+        self.loss_curve_ = losses
+        self.n_features_out_ = self.out_channels
+        return self
+
+    def _pool(self, features, scores):
+        return torch.cat(
+            [
+                anomaly_weighted_pooling(
+                    features[s : s + self.batch_size], scores[s : s + self.batch_size], tau=self.tau
+                )
+                for s in range(0, len(features), self.batch_size)
+            ]
+        )
+
+    def transform(self, X):
+        """Embed every pixel with the head and pool with the anomaly map.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C + 1, h, w) or (n, C + 1)
+            Features with the anomaly map as last channel.
+
+        Returns
+        -------
+        descriptors : ndarray of shape (n, out_channels), float32
+        """
+        check_is_fitted(self, "head_")
+        maps, _ = validate_feature_maps(self, X, reset=False, min_channels=2)
+        device = next(self.head_.parameters()).device
+        out = np.empty((maps.shape[0], self.out_channels), dtype=np.float32)
+        with torch.inference_mode():
+            for s in range(0, len(maps), self.batch_size):
+                chunk = torch.from_numpy(maps[s : s + self.batch_size])
+                features, scores = chunk[:, :-1], chunk[:, -1]
+                mins, maxs = minmax_scale_stats(features)
+                scaled = minmax_scale(features, mins, maxs)
+                embedded = self.head_.forward_maps(scaled.to(device)).cpu()
+                out[s : s + len(chunk)] = anomaly_weighted_pooling(
+                    embedded, scores, tau=self.tau
+                ).numpy()
+        return out
+
+    @property
+    def _n_features_out(self):
+        # used by get_feature_names_out (ClassNamePrefixFeaturesOutMixin)
+        return self.n_features_out_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.non_deterministic = False
+        return tags
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        if "head_" in state and next(state["head_"].parameters()).device.type != "cpu":
+            state["head_"] = copy.deepcopy(state["head_"]).cpu()
+        return state

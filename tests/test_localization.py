@@ -1,0 +1,120 @@
+"""BlindAnomalyLocalizer: shapes, determinism, modes, per-sample transform, errors."""
+
+import numpy as np
+import pytest
+from sklearn.utils._param_validation import InvalidParameterError
+
+from skanomclust import BlindAnomalyLocalizer
+from skanomclust.localization import resize_anomaly_maps
+
+FAST = dict(n_steps=20, pixels_per_step=256, hidden_channels=32, latent_channels=8)
+
+
+@pytest.fixture
+def maps_with_outlier():
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 0.1, (6, 8, 20, 20)).astype(np.float32)
+    X[2, :, 9:12, 9:12] += 3.0  # one anomalous blob in image 2
+    return X
+
+
+@pytest.mark.parametrize("mode", ["vae_fca", "fca", "vae"])
+def test_shapes_and_last_channel(mode, maps_with_outlier):
+    X = maps_with_outlier
+    localizer = BlindAnomalyLocalizer(mode, random_state=0, border=0, **FAST).fit(X)
+    out = localizer.transform(X)
+    assert out.shape == (6, 9, 20, 20) and out.dtype == np.float32
+    np.testing.assert_array_equal(out[:, :8], X)
+    np.testing.assert_allclose(out[:, 8], localizer.anomaly_maps(X))
+    assert (localizer.vae_ is None) == (mode == "fca")
+
+
+@pytest.mark.parametrize("mode", ["vae_fca", "fca", "vae"])
+def test_the_anomaly_is_found(mode, maps_with_outlier):
+    localizer = BlindAnomalyLocalizer(mode, random_state=0, border=0, **FAST)
+    maps = localizer.fit(maps_with_outlier).anomaly_maps(maps_with_outlier)
+    peak = np.unravel_index(np.argmax(maps[2]), maps[2].shape)
+    assert 7 <= peak[0] <= 13 and 7 <= peak[1] <= 13
+    scores = localizer.decision_function(maps_with_outlier)
+    assert np.argmax(scores) == 2
+
+
+def test_determinism(maps_with_outlier):
+    a = BlindAnomalyLocalizer(random_state=3, **FAST).fit_transform(maps_with_outlier)
+    b = BlindAnomalyLocalizer(random_state=3, **FAST).fit_transform(maps_with_outlier)
+    np.testing.assert_array_equal(a, b)
+    c = BlindAnomalyLocalizer(random_state=4, **FAST).fit_transform(maps_with_outlier)
+    assert not np.array_equal(a, c)
+
+
+def test_transform_is_per_sample(maps_with_outlier):
+    X = maps_with_outlier
+    localizer = BlindAnomalyLocalizer(random_state=0, batch_size=4, **FAST).fit(X)
+    whole = localizer.transform(X)
+    np.testing.assert_allclose(localizer.transform(X[3:4]), whole[3:4], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(localizer.transform(X[::-1]), whole[::-1], rtol=1e-5, atol=1e-6)
+
+
+def test_two_dimensional_input_is_read_as_1x1_maps():
+    X = np.random.default_rng(0).random((5, 4), dtype=np.float32)
+    out = BlindAnomalyLocalizer(random_state=0, **FAST).fit_transform(X)
+    assert out.shape == (5, 5)
+    np.testing.assert_array_equal(out[:, :4], X)
+
+
+@pytest.mark.parametrize("shape", [(3, 4, 1, 1), (3, 4, 3, 3), (3, 4, 5, 6), (3, 4, 2, 9)])
+def test_maps_smaller_than_the_patch(shape):
+    X = np.random.default_rng(0).random(shape, dtype=np.float32)
+    out = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit_transform(X)
+    assert out.shape == (shape[0], shape[1] + 1, *shape[2:])
+    assert np.isfinite(out).all()
+
+
+def test_border_auto_scales_with_the_map():
+    localizer = BlindAnomalyLocalizer(border="auto")
+    assert localizer._border(64, 64) == 5
+    assert localizer._border(32, 32) == 2
+    assert localizer._border(32, 64) == 2
+
+
+def test_resize_to_image_sizes(maps_with_outlier):
+    localizer = BlindAnomalyLocalizer("fca").fit(maps_with_outlier)
+    same = localizer.anomaly_maps(maps_with_outlier, image_sizes=(40, 60))
+    assert same.shape == (6, 40, 60)
+    mixed = localizer.anomaly_maps(maps_with_outlier[:2], image_sizes=[(40, 60), (10, 10)])
+    assert [m.shape for m in mixed] == [(40, 60), (10, 10)]
+    with pytest.raises(ValueError, match="2 sizes for 3 maps"):
+        resize_anomaly_maps(np.zeros((3, 4, 4)), [(1, 1), (2, 2)])
+
+
+@pytest.mark.parametrize(
+    "params, match",
+    [
+        (dict(mode="gan"), "mode"),
+        (dict(n_steps=-1), "n_steps"),
+        (dict(border=-2), "border"),
+        (dict(learning_rate=0), "learning_rate"),
+    ],
+)
+def test_parameter_validation(params, match, maps_with_outlier):
+    with pytest.raises(InvalidParameterError, match=match):
+        BlindAnomalyLocalizer(**params).fit(maps_with_outlier)
+
+
+@pytest.mark.parametrize(
+    "X, match",
+    [
+        (np.zeros((2, 3, 4)), "3-D input"),
+        (np.zeros((2, 3, 4, 4, 1)), "5-D input"),
+        (np.full((2, 3, 4, 4), np.nan), "NaN"),
+    ],
+)
+def test_bad_inputs(X, match):
+    with pytest.raises(ValueError, match=match):
+        BlindAnomalyLocalizer().fit(X)
+
+
+def test_channel_count_is_checked(maps_with_outlier):
+    localizer = BlindAnomalyLocalizer("fca").fit(maps_with_outlier)
+    with pytest.raises(ValueError, match="features"):
+        localizer.transform(maps_with_outlier[:, :5])

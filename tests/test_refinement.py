@@ -1,0 +1,97 @@
+"""ContrastiveRefiner and the threshold rules."""
+
+import numpy as np
+import pytest
+import torch
+
+from skanomclust import ContrastiveRefiner
+from skanomclust.nn.contrastive import (
+    contrastive_margin_loss,
+    image_neighbors,
+    otsu_threshold,
+)
+from skanomclust.refinement import anomaly_threshold
+
+
+@pytest.fixture
+def localized():
+    """Features + map for 12 images: 3 kinds of anomalies, 3 normal images."""
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 0.1, (12, 7, 16, 16)).astype(np.float32)
+    X[:, -1] = rng.random((12, 16, 16)) * 0.01
+    for i in range(9):
+        kind = i % 3
+        X[i, kind * 2 : kind * 2 + 2, 6:10, 6:10] += 2.0
+        X[i, -1, 6:10, 6:10] = 1.0
+    return X
+
+
+def test_shapes_and_determinism(localized):
+    a = ContrastiveRefiner(n_epochs=2, random_state=0).fit_transform(localized)
+    b = ContrastiveRefiner(n_epochs=2, random_state=0).fit_transform(localized)
+    assert a.shape == (12, 32) and a.dtype == np.float32
+    np.testing.assert_array_equal(a, b)
+    c = ContrastiveRefiner(n_epochs=2, random_state=1).fit_transform(localized)
+    assert not np.array_equal(a, c)
+
+
+def test_transform_is_per_sample(localized):
+    refiner = ContrastiveRefiner(n_epochs=1, random_state=0, batch_size=5).fit(localized)
+    whole = refiner.transform(localized)
+    np.testing.assert_allclose(refiner.transform(localized[4:5]), whole[4:5], atol=1e-6)
+
+
+def test_training_reduces_the_loss(localized):
+    refiner = ContrastiveRefiner(n_epochs=15, random_state=0).fit(localized)
+    assert refiner.loss_curve_[-1] < refiner.loss_curve_[0]
+    assert refiner.threshold_ > 0.01 and refiner.anomalous_share_ == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("threshold", ["otsu", "kmeans", 0.5])
+def test_threshold_rules_separate_the_planted_anomalies(threshold, localized):
+    refiner = ContrastiveRefiner(threshold=threshold, n_clusters=4, n_epochs=1, random_state=0)
+    refiner.fit(localized)
+    assert 0.01 < refiner.threshold_ < 1.0
+
+
+def test_kmeans_rule_needs_k(localized):
+    with pytest.raises(ValueError, match="needs n_clusters"):
+        ContrastiveRefiner(threshold="kmeans", n_epochs=1).fit(localized)
+
+
+def test_kmeans_rule_matches_the_paper_heuristic():
+    # two obvious groups: 6 normal images (max 0.1), 2 anomalous (max 1.0)
+    max_scores = np.array([0.1] * 6 + [1.0] * 2)
+    descriptors = np.array([[0.0]] * 6 + [[5.0]] * 2)
+    threshold = anomaly_threshold(max_scores, descriptors, rule="kmeans", n_clusters=2)
+    assert threshold == pytest.approx(np.quantile(max_scores, 6 / 8))
+
+
+def test_otsu_threshold_splits_two_modes():
+    values = torch.cat([torch.full((50,), 0.2), torch.full((10,), 0.9)])
+    assert 0.2 < otsu_threshold(values) <= 0.9
+
+
+def test_margin_loss_by_hand():
+    e = torch.eye(2)
+    same_pos, same_neg = e[:1], e[1:]
+    close_pos, close_neg, counter_pos = e[:1], e[1:], e[1:]
+    # attraction: d(pos, pos) = 0, d(neg, neg) = 0; repulsion: d(pos, neg) = 2 > margin
+    assert float(contrastive_margin_loss(same_pos, same_neg, close_pos, close_neg, counter_pos)) == 0
+    loss = contrastive_margin_loss(same_pos, same_neg, close_pos, close_neg, close_pos, margin=1)
+    assert float(loss) == pytest.approx(0.5)  # repulsion terms: relu(1-2)=0 and relu(1-0)=1
+    empty = torch.zeros(0, 2)
+    assert contrastive_margin_loss(empty, empty, empty, empty, empty) is None
+
+
+def test_neighbors_exclude_self_and_rank_by_distance():
+    points = torch.tensor([[0.0], [1.0], [3.0], [10.0]])
+    close, counter = image_neighbors(points, n_neighbors=2, chunk=3)
+    assert close.tolist() == [[1, 2], [0, 2], [1, 0], [2, 1]]
+    assert counter.shape == (4, 2)
+    assert counter[0].tolist() == [2, 3]
+
+
+def test_needs_two_images(localized):
+    with pytest.raises(ValueError, match="at least 2 images"):
+        ContrastiveRefiner(n_epochs=1).fit(localized[:1])
