@@ -37,14 +37,26 @@ DEFAULT_DATA = HERE.parent.parent / "shared" / "data" / "mtd" / "magnetic_tile"
 
 # backbone -> (weights, candidate single layers, candidate layer combinations)
 CANDIDATES = {
-    "mobilenet_v2": ("offline", ["features.6", "features.10", "features.13"],
-                     [["features.6", "features.13"]]),
-    "efficientnet_lite0": ("offline", ["blocks.2", "blocks.3", "blocks.4"],
-                           [["blocks.2", "blocks.4"]]),
-    "efficientnet_lite1": ("offline", ["blocks.2", "blocks.3", "blocks.4"],
-                           [["blocks.2", "blocks.4"]]),
-    "efficientnet_lite2": ("offline", ["blocks.2", "blocks.3", "blocks.4"],
-                           [["blocks.2", "blocks.4"]]),
+    "mobilenet_v2": (
+        "offline",
+        ["features.6", "features.10", "features.13"],
+        [["features.6", "features.13"]],
+    ),
+    "efficientnet_lite0": (
+        "offline",
+        ["blocks.2", "blocks.3", "blocks.4"],
+        [["blocks.2", "blocks.4"]],
+    ),
+    "efficientnet_lite1": (
+        "offline",
+        ["blocks.2", "blocks.3", "blocks.4"],
+        [["blocks.2", "blocks.4"]],
+    ),
+    "efficientnet_lite2": (
+        "offline",
+        ["blocks.2", "blocks.3", "blocks.4"],
+        [["blocks.2", "blocks.4"]],
+    ),
     "mobilenet_v2 (random weights)": (None, ["features.6", "features.13"], []),
 }
 
@@ -80,8 +92,10 @@ def main():
     data = load_texture_folder(args.data)
     filenames, target = data.filenames, data.target
     k = len(data.target_names)
-    print(f"{args.data}: {len(filenames)} images, {k} classes; torch threads "
-          f"{torch.get_num_threads()}")
+    print(
+        f"{args.data}: {len(filenames)} images, {k} classes; torch threads "
+        f"{torch.get_num_threads()}"
+    )
     rows = []
     for image_size in args.sizes:
         for name, (weights, singles, combos) in CANDIDATES.items():
@@ -114,9 +128,12 @@ def main():
                     "all_layers_pass_seconds": pass_seconds,
                 }
                 rows.append(row)
-                print(f"{image_size:4d} {name:32s} {'+'.join(layers):24s} "
-                      f"NMI {row['nmi']:.3f} ARI {row['ari']:.3f} F1 {row['f1']:.3f} "
-                      f"{speed:6.1f} img/s", flush=True)
+                print(
+                    f"{image_size:4d} {name:32s} {'+'.join(layers):24s} "
+                    f"NMI {row['nmi']:.3f} ARI {row['ari']:.3f} F1 {row['f1']:.3f} "
+                    f"{speed:6.1f} img/s",
+                    flush=True,
+                )
 
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result = {
@@ -124,17 +141,22 @@ def main():
         "n_images": len(filenames),
         "n_clusters": k,
         "descriptor": "spatial mean of the feature map, Ward linkage",
-        "machine": {"platform": platform.platform(), "torch_threads": torch.get_num_threads(),
-                    "torch": torch.__version__},
+        "machine": {
+            "platform": platform.platform(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+        },
         "rows": rows,
     }
     args.output.write_text(json.dumps(result, indent=2))
     print("\n| size | backbone | layers | C | NMI | ARI | F1 | img/s |")
     print("|---|---|---|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['image_size']} | {r['backbone']} | {'+'.join(r['layers'])} | "
-              f"{r['channels']} | {r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | "
-              f"{r['images_per_second']:.1f} |")
+        print(
+            f"| {r['image_size']} | {r['backbone']} | {'+'.join(r['layers'])} | "
+            f"{r['channels']} | {r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | "
+            f"{r['images_per_second']:.1f} |"
+        )
     print(f"\nwrote {args.output}")
 
 

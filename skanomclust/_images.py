@@ -6,7 +6,12 @@ Accepted forms (see the user guide, "data contract"):
 - a 3-D array ``(n, H, W)`` of grayscale images;
 - a 2-D array ``(n, W)``: ``n`` grayscale images of a single row (this keeps
   scikit-learn's estimator checks meaningful for the first step);
-- a list of file paths, of PIL images, or of 2-D/3-D arrays (sizes may differ).
+- a list (or 1-D array) of file paths, of PIL images, or of 2-D/3-D arrays
+  (sizes may differ).
+
+:class:`~skanomclust.TextureFeatureExtractor` runs scikit-learn's
+``validate_data`` on 2-D inputs (arrays, nested lists, DataFrames) before
+:func:`check_images`, so they get scikit-learn's checks and feature names.
 
 Everything is converted lazily, one batch at a time, to float RGB tensors in
 [0, 1] resized to a square side: grayscale is repeated to three channels and an
@@ -103,9 +108,7 @@ class ImageCollection:
         for start in range(0, len(self), batch_size):
             stop = min(start + batch_size, len(self))
             if self.kind == "array":
-                chunk = [
-                    _check_single(self.items[i], self.name(i)) for i in range(start, stop)
-                ]
+                chunk = [_check_single(self.items[i], self.name(i)) for i in range(start, stop)]
             else:
                 chunk = [self._as_array(i) for i in range(start, stop)]
             yield torch.cat([_to_tensor(a, image_size, device) for a in chunk])
@@ -123,10 +126,10 @@ def _pil_to_array(image) -> np.ndarray:
 
 
 def _check_single(array: np.ndarray, name: str) -> np.ndarray:
-    if array.dtype == object or not (
-        np.issubdtype(array.dtype, np.number) or array.dtype == bool
-    ):
+    if array.dtype == object or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
         raise ValueError(f"{name} has non-numeric dtype {array.dtype}")
+    if np.iscomplexobj(array):
+        raise ValueError(f"Complex data not supported: {name} has dtype {array.dtype}")
     if array.ndim == 3 and array.shape[-1] not in (1, 2, 3, 4):
         raise ValueError(
             f"{name} has shape {array.shape}: expected (H, W), (H, W, 1), (H, W, 3) or "
@@ -164,7 +167,10 @@ def _to_tensor(array: np.ndarray, image_size: int, device) -> torch.Tensor:
         tensor = tensor.expand(-1, 3, -1, -1)
     if tuple(tensor.shape[-2:]) != (image_size, image_size):
         tensor = F.interpolate(
-            tensor, size=(image_size, image_size), mode="bilinear", align_corners=False,
+            tensor,
+            size=(image_size, image_size),
+            mode="bilinear",
+            align_corners=False,
             antialias=True,
         )
     return tensor
@@ -196,6 +202,8 @@ def check_images(X) -> ImageCollection:
         array = np.asarray(X)
         if array.dtype == object:
             return check_images(list(array))
+        if array.ndim == 1 and array.dtype.kind in "US":  # an array of paths
+            return check_images(array.tolist())
         if array.ndim not in (2, 3, 4):
             raise ValueError(
                 f"Expected images as a (n, H, W, C) or (n, H, W) array, got shape {array.shape}"
@@ -209,6 +217,10 @@ def check_images(X) -> ImageCollection:
             )
         if not (np.issubdtype(array.dtype, np.number) or array.dtype == bool):
             raise ValueError(f"Images have non-numeric dtype {array.dtype}")
+        if np.iscomplexobj(array):
+            raise ValueError(f"Complex data not supported: images have dtype {array.dtype}")
+        if 0 in array.shape[1:]:
+            raise ValueError(f"Found images of size 0 (shape {array.shape}).")
         if np.issubdtype(array.dtype, np.floating):
             bad = ~np.isfinite(array.reshape(array.shape[0], -1)).all(axis=1)
             if bad.any():

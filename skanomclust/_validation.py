@@ -29,7 +29,8 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
         The estimator (``n_features_in_`` is set when ``reset`` and checked
         otherwise; it counts channels).
     X : array-like of shape (n, C, h, w) or (n, C)
-        Feature maps.
+        Feature maps; a 2-D input may be a DataFrame (its column names are
+        recorded in ``feature_names_in_``).
     reset : bool
         True in ``fit``, False in ``transform``/``predict``.
     min_channels : int, default=1
@@ -38,29 +39,36 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
     Returns
     -------
     maps : ndarray of shape (n, C, h, w), float32
-        A view of ``X`` when it already is a C-contiguous float32 array.
+        A view of ``X`` when it already is a writeable C-contiguous float32
+        array.
     was_2d : bool
         Whether ``X`` was 2-D (callers then return 2-D output).
     """
     ndim = getattr(X, "ndim", None)
     if ndim is None:
         ndim = np.asarray(X).ndim if not hasattr(X, "iloc") else 2
-    if ndim not in (2, 4):
+    if ndim == 3 or ndim > 4:
         raise ValueError(
             f"Expected feature maps as a 4-D array (n_samples, n_channels, height, width) or "
             f"a 2-D array (n_samples, n_channels); got a {ndim}-D input. Images go to "
             "TextureFeatureExtractor first."
         )
+    # 0-D and 1-D inputs get scikit-learn's "Reshape your data" error from validate_data.
+    # Outside fit, a wrong channel count is reported against n_features_in_ instead.
     X = validate_data(
         estimator,
         X,
         reset=reset,
         allow_nd=True,
         dtype=np.float32,
-        ensure_min_features=min_channels,
+        ensure_min_features=min_channels if reset else 1,
         order="C",
     )
-    if X.shape[1] < min_channels:
+    if not X.flags.writeable:
+        # torch cannot wrap read-only arrays (read-only memmaps, pandas copy-on-write views)
+        # without a warning about writes; nothing here writes to the input, but copy to be safe.
+        X = X.copy()
+    if reset and X.shape[1] < min_channels:
         raise ValueError(
             f"Found array with {X.shape[1]} channel(s) (shape={X.shape}) while a minimum of "
             f"{min_channels} is required by {type(estimator).__name__}"

@@ -106,6 +106,9 @@ class WardClustering(ClusterMixin, BaseEstimator):
         Score of each candidate k when ``n_clusters="auto"``.
     n_features_in_ : int
         Number of features seen during ``fit``.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names when ``fit`` got a DataFrame (e.g. a pipeline with
+        ``set_output(transform="pandas")``).
 
     Examples
     --------
@@ -160,8 +163,10 @@ class WardClustering(ClusterMixin, BaseEstimator):
                     f"n_clusters={self.n_clusters} is larger than the number of samples ({n})"
                 )
             self.n_clusters_, self.n_clusters_scores_ = self.n_clusters, None
-        self.labels_ = _ward_labels(X, self.n_clusters_) if self.n_clusters_ > 1 else np.zeros(
-            n, dtype=np.intp
+        self.labels_ = (
+            _ward_labels(X, self.n_clusters_)
+            if self.n_clusters_ > 1
+            else np.zeros(n, dtype=np.intp)
         )
         self.cluster_centers_ = np.stack(
             [X[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)]

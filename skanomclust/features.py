@@ -2,24 +2,49 @@
 
 from __future__ import annotations
 
-import copy
 import os
 from numbers import Integral
 
 import numpy as np
 import torch
+from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._images import check_images
-from ._utils import progress_bar, resolve_device, seed_from_random_state
+from ._utils import (
+    MapsOutputMixin,
+    TorchModulesMixin,
+    global_rng_lock,
+    module_device,
+    progress_bar,
+    resolve_device,
+    seed_from_random_state,
+)
 from .nn.backbones import BACKBONES, FeatureMapExtractor, get_backbone_spec, load_backbone
 
 __all__ = ["TextureFeatureExtractor"]
 
 
-class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
+def _as_table(X):
+    """``X`` when scikit-learn's validation applies to it, else None.
+
+    That is: sparse matrices, DataFrames, and 2-D arrays (``n`` single-row
+    grayscale images), plus 0-D and 1-D numeric arrays, which ``validate_data``
+    rejects with its usual "Reshape your data" message.
+    """
+    if sparse.issparse(X) or hasattr(X, "columns"):
+        return X
+    if not hasattr(X, "__array__") or isinstance(X, (list, tuple, str, os.PathLike)):
+        return None
+    array = np.asarray(X)
+    if array.ndim == 2 or (array.ndim < 2 and array.dtype.kind in "biufc"):
+        return X
+    return None
+
+
+class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMixin, BaseEstimator):
     """Frozen pretrained CNN feature maps of texture images.
 
     Every image is converted to RGB, resized to ``image_size`` x
@@ -69,6 +94,17 @@ class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
         Channels of the output maps.
     feature_stride_ : int
         Input pixels per output pixel (finest requested layer).
+    n_features_in_ : int
+        Width of the images when ``fit`` got a 2-D array ``(n, W)`` of
+        single-row images; absent for other inputs.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names when ``fit`` got a DataFrame of single-row images.
+
+    Notes
+    -----
+    The output is always 4-D, so ``set_output(transform="pandas")`` is
+    accepted (for ``Pipeline.set_output``) but returns numpy arrays. A fitted
+    extractor pickles its backbone on the CPU (see ``skanomclust._utils``).
 
     Examples
     --------
@@ -90,6 +126,8 @@ class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    _torch_modules = ("extractor_",)
 
     def __init__(
         self,
@@ -128,21 +166,35 @@ class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
         -------
         self : TextureFeatureExtractor
         """
-        images = check_images(X)
+        self._validate_images(X, reset=True)
         self._build()
-        if images.kind == "array" and images.items.ndim == 2:
-            self.n_features_in_ = images.items.shape[1]
         return self
+
+    def _validate_images(self, X, *, reset):
+        if isinstance(X, (list, tuple)) and X and all(isinstance(r, (list, tuple)) for r in X):
+            X = np.asarray(X)  # nested lists: the array they spell
+        table = _as_table(X)
+        if table is not None:
+            # 2-D input (single-row images): scikit-learn's checks, n_features_in_ and
+            # feature_names_in_, like any estimator taking a 2-D X.
+            X = validate_data(self, table, reset=reset, dtype="numeric")
+        elif reset:
+            for name in ("n_features_in_", "feature_names_in_"):
+                self.__dict__.pop(name, None)
+        return check_images(X)
 
     def _build(self):
         spec = get_backbone_spec(self.backbone)
         layers = spec.default_layers if self.layers is None else self.layers
         layers = [layers] if isinstance(layers, str) else list(layers)
         if not layers or not all(isinstance(layer, str) for layer in layers):
-            raise ValueError(f"layers must be a non-empty list of layer names, got {self.layers!r}")
+            raise ValueError(
+                f"layers must be a non-empty list of layer names, got {self.layers!r}"
+            )
         device = resolve_device(self.device)
         seed = seed_from_random_state(self.random_state) if self.weights is None else None
-        model, info = load_backbone(self.backbone, self.weights, seed=seed)
+        with global_rng_lock:  # the random initialisation seeds torch's global generator
+            model, info = load_backbone(self.backbone, self.weights, seed=seed)
         self.extractor_ = FeatureMapExtractor(model, layers, spec.mean, spec.std).to(device)
         self.layers_ = layers
         self.weights_info_ = info
@@ -165,14 +217,8 @@ class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
             ``h = w = ceil(image_size / feature_stride_)`` for stride-8 layers.
         """
         check_is_fitted(self, "extractor_")
-        images = check_images(X)
-        if images.kind == "array" and images.items.ndim == 2 and hasattr(self, "n_features_in_"):
-            if images.items.shape[1] != self.n_features_in_:
-                raise ValueError(
-                    f"X has {images.items.shape[1]} features, but TextureFeatureExtractor is "
-                    f"expecting {self.n_features_in_} features as input."
-                )
-        device = next(self.extractor_.buffers()).device
+        images = self._validate_images(X, reset=False)
+        device = module_device(self.extractor_)
         out = None
         start = 0
         bar = progress_bar(len(images), self.verbose, "features")
@@ -208,22 +254,3 @@ class TextureFeatureExtractor(TransformerMixin, BaseEstimator):
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.requires_fit = True
         return tags
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        if "extractor_" in state:
-            # Store the module on CPU so the pickle loads on machines without a GPU.
-            module = state["extractor_"]
-            if next(module.buffers()).device.type != "cpu":
-                state["extractor_"] = copy.deepcopy(module).cpu()
-            state["_fitted_device"] = str(self.device)
-        return state
-
-    def __setstate__(self, state):
-        fitted_device = state.pop("_fitted_device", None)
-        self.__dict__.update(state)
-        if "extractor_" in state and fitted_device is not None:
-            try:
-                self.extractor_.to(resolve_device(fitted_device))
-            except (RuntimeError, ValueError):
-                pass  # stays on CPU when the fitting device is not available here

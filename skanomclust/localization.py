@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 from torch.nn import functional as F
 
-from ._utils import progress_bar, resolve_device, seed_from_random_state
+from ._utils import (
+    MapsOutputMixin,
+    TorchModulesMixin,
+    progress_bar,
+    resolve_device,
+    seed_from_random_state,
+)
 from ._validation import restore_layout, validate_feature_maps
 from .nn.fca import feature_correspondence_analysis, postprocess_anomaly_maps
 from .nn.vae import minmax_scale, minmax_scale_stats, train_pixel_vae, vae_residuals
@@ -47,15 +52,16 @@ def resize_anomaly_maps(maps, sizes):
     for single, size in zip(maps, sizes, strict=True):
         tensor = torch.from_numpy(single)[None, None]
         out.append(
-            F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
-            .numpy()
+            F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[
+                0, 0
+            ].numpy()
         )
     if len({o.shape for o in out}) == 1:
         return np.stack(out)
     return out
 
 
-class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
+class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin, BaseEstimator):
     """Per-pixel anomaly maps learned blindly from all images (steps 2-3).
 
     ``fit`` trains a per-pixel variational auto-encoder on feature vectors
@@ -103,6 +109,14 @@ class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
         VAE training loss per step.
     n_features_in_ : int
         Channels of the input feature maps.
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names when ``fit`` got a DataFrame of 2-D ``(n, C)`` data.
+
+    Notes
+    -----
+    For a 2-D input ``(n, C)`` the output is 2-D ``(n, C + 1)``: it follows
+    ``set_output`` and its columns are :meth:`get_feature_names_out` (the
+    input names and ``"anomaly_score"``). 4-D maps stay numpy arrays.
 
     Examples
     --------
@@ -131,6 +145,8 @@ class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    _torch_modules = ("vae_",)
 
     def __init__(
         self,
@@ -273,7 +289,24 @@ class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
         out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=np.float32)
         out[:, :-1] = maps
         self._fill_maps(maps, out[:, -1])
-        return restore_layout(out, was_2d)
+        return self._wrap_output(restore_layout(out, was_2d), X)
+
+    def get_feature_names_out(self, input_features=None):
+        """Names of the output channels: the input channels, then ``"anomaly_score"``.
+
+        Parameters
+        ----------
+        input_features : array-like of str or None, default=None
+            Input channel names; by default ``feature_names_in_`` if fitted on
+            a DataFrame, else ``x0, ..., x{C-1}``.
+
+        Returns
+        -------
+        feature_names_out : ndarray of str objects, shape (n_features_in_ + 1,)
+        """
+        check_is_fitted(self, "n_features_in_")
+        names = _check_feature_names_in(self, input_features)
+        return np.asarray([*names, "anomaly_score"], dtype=object)
 
     def decision_function(self, X):
         """Image-level anomaly score: the maximum of each anomaly map.
@@ -294,10 +327,3 @@ class BlindAnomalyLocalizer(TransformerMixin, BaseEstimator):
         tags = super().__sklearn_tags__()
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        vae = state.get("vae_")
-        if vae is not None and next(vae.parameters()).device.type != "cpu":
-            state["vae_"] = copy.deepcopy(vae).cpu()
-        return state

@@ -58,7 +58,11 @@ def make_blind_pipeline(
             (
                 "features",
                 TextureFeatureExtractor(
-                    backbone, weights=weights, image_size=image_size, device=device,
+                    backbone,
+                    weights=weights,
+                    image_size=image_size,
+                    device=device,
+                    random_state=random_state,
                     verbose=verbose,
                 ),
             ),

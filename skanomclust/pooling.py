@@ -6,8 +6,12 @@ from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.base import _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.utils._param_validation import Interval
 from sklearn.utils.validation import check_is_fitted
 
@@ -41,6 +45,8 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     ----------
     n_features_in_ : int
         Channels seen in ``fit`` (features + 1 anomaly map).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names when ``fit`` got a DataFrame of 2-D ``(n, C + 1)`` data.
     n_features_out_ : int
         Descriptor length (``n_features_in_ - 1``).
 

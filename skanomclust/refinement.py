@@ -2,18 +2,28 @@
 
 from __future__ import annotations
 
-import copy
 from numbers import Integral, Real
 
 import numpy as np
 import torch
-from sklearn.base import BaseEstimator, ClassNamePrefixFeaturesOutMixin, TransformerMixin
-from sklearn.base import _fit_context
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
 from sklearn.cluster import KMeans
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
-from ._utils import progress_bar, resolve_device, seed_from_random_state
+from ._utils import (
+    TorchModulesMixin,
+    global_rng_lock,
+    module_device,
+    progress_bar,
+    resolve_device,
+    seed_from_random_state,
+)
 from ._validation import validate_feature_maps
 from .nn.contrastive import image_neighbors, otsu_threshold, train_contrastive_head
 from .nn.pooling import anomaly_weighted_pooling
@@ -58,7 +68,9 @@ def anomaly_threshold(max_scores, descriptors, *, rule, n_clusters=None, random_
     return float(np.quantile(max_scores, share))
 
 
-class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+class ContrastiveRefiner(
+    TorchModulesMixin, ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator
+):
     """Contrastively trained per-pixel head, pooled into image descriptors.
 
     Takes the output of :class:`~skanomclust.BlindAnomalyLocalizer`
@@ -106,6 +118,10 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         Mean loss per epoch.
     n_features_in_ : int
         Channels seen in ``fit`` (features + 1 anomaly map).
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+        Column names when ``fit`` got a DataFrame of 2-D ``(n, C + 1)`` data.
+    n_features_out_ : int
+        Descriptor length (``out_channels``).
 
     Examples
     --------
@@ -133,6 +149,8 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
+
+    _torch_modules = ("head_",)
 
     def __init__(
         self,
@@ -185,7 +203,7 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         maps, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
         n = maps.shape[0]
         if n < 2:
-            raise ValueError(f"ContrastiveRefiner needs at least 2 images, got {n}")
+            raise ValueError(f"ContrastiveRefiner needs at least 2 images, got n_samples = {n}")
         device = resolve_device(self.device)
         generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
         tensor = torch.from_numpy(maps)
@@ -205,22 +223,25 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         close, counter = image_neighbors(descriptors, min(self.n_neighbors, n - 1))
         mins, maxs = minmax_scale_stats(features)
         bar = progress_bar(self.n_epochs, self.verbose, "contrastive")
-        head, losses = train_contrastive_head(
-            features,
-            scores > threshold,
-            close,
-            counter,
-            lambda vectors, images: minmax_scale(vectors, mins[images], maxs[images]),
-            hidden_channels=self.hidden_channels,
-            out_channels=self.out_channels,
-            n_epochs=self.n_epochs,
-            margin=self.margin,
-            lr=self.learning_rate,
-            weight_decay=self.weight_decay,
-            generator=generator,
-            device=device,
-            progress=lambda epoch: bar.update(1),
-        )
+        # The head's initialisation seeds torch's global generator (fork_rng): keep threads
+        # that fit at the same time from drawing from each other's seed.
+        with global_rng_lock:
+            head, losses = train_contrastive_head(
+                features,
+                scores > threshold,
+                close,
+                counter,
+                lambda vectors, images: minmax_scale(vectors, mins[images], maxs[images]),
+                hidden_channels=self.hidden_channels,
+                out_channels=self.out_channels,
+                n_epochs=self.n_epochs,
+                margin=self.margin,
+                lr=self.learning_rate,
+                weight_decay=self.weight_decay,
+                generator=generator,
+                device=device,
+                progress=lambda epoch: bar.update(1),
+            )
         bar.close()
         self.head_ = head
         self.threshold_ = threshold
@@ -233,7 +254,9 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         return torch.cat(
             [
                 anomaly_weighted_pooling(
-                    features[s : s + self.batch_size], scores[s : s + self.batch_size], tau=self.tau
+                    features[s : s + self.batch_size],
+                    scores[s : s + self.batch_size],
+                    tau=self.tau,
                 )
                 for s in range(0, len(features), self.batch_size)
             ]
@@ -253,7 +276,7 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         """
         check_is_fitted(self, "head_")
         maps, _ = validate_feature_maps(self, X, reset=False, min_channels=2)
-        device = next(self.head_.parameters()).device
+        device = module_device(self.head_)
         out = np.empty((maps.shape[0], self.out_channels), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, len(maps), self.batch_size):
@@ -277,9 +300,3 @@ class ContrastiveRefiner(ClassNamePrefixFeaturesOutMixin, TransformerMixin, Base
         tags.transformer_tags.preserves_dtype = ["float32"]
         tags.non_deterministic = False
         return tags
-
-    def __getstate__(self):
-        state = self.__dict__.copy()
-        if "head_" in state and next(state["head_"].parameters()).device.type != "cpu":
-            state["head_"] = copy.deepcopy(state["head_"]).cpu()
-        return state

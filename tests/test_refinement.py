@@ -77,7 +77,9 @@ def test_margin_loss_by_hand():
     same_pos, same_neg = e[:1], e[1:]
     close_pos, close_neg, counter_pos = e[:1], e[1:], e[1:]
     # attraction: d(pos, pos) = 0, d(neg, neg) = 0; repulsion: d(pos, neg) = 2 > margin
-    assert float(contrastive_margin_loss(same_pos, same_neg, close_pos, close_neg, counter_pos)) == 0
+    assert (
+        float(contrastive_margin_loss(same_pos, same_neg, close_pos, close_neg, counter_pos)) == 0
+    )
     loss = contrastive_margin_loss(same_pos, same_neg, close_pos, close_neg, close_pos, margin=1)
     assert float(loss) == pytest.approx(0.5)  # repulsion terms: relu(1-2)=0 and relu(1-0)=1
     empty = torch.zeros(0, 2)

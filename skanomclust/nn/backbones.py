@@ -343,7 +343,7 @@ def _load_torchvision_weights(model, spec: BackboneSpec, weights: str) -> dict:
     except KeyError:
         raise ValueError(
             f"Unknown torchvision weights {weights!r} for {spec.name!r}; choose one of "
-            f"{[m for m in enum.__members__]} (or 'offline', a file path, or None)."
+            f"{list(enum.__members__)} (or 'offline', a file path, or None)."
         ) from None
     try:
         state = member.get_state_dict(progress=False, check_hash=True)
@@ -356,7 +356,11 @@ def _load_torchvision_weights(model, spec: BackboneSpec, weights: str) -> dict:
             f"file: download that URL elsewhere and pass weights='/path/to/file.pth'."
         ) from exc
     model.load_state_dict(state)
-    return {"source": "torchvision", "weights": f"{enum.__name__}.{member.name}", "url": member.url}
+    return {
+        "source": "torchvision",
+        "weights": f"{enum.__name__}.{member.name}",
+        "url": member.url,
+    }
 
 
 def _sequential_stages(model: nn.Module, layers: Sequence[str]) -> list[tuple[str, nn.Module]]:
@@ -383,9 +387,7 @@ def _sequential_stages(model: nn.Module, layers: Sequence[str]) -> list[tuple[st
     names = [name for name, _ in stages]
     unknown = [layer for layer in layers if layer not in names]
     if unknown:
-        raise ValueError(
-            f"Unknown layers {unknown}; layers available here: {names}"
-        )
+        raise ValueError(f"Unknown layers {unknown}; layers available here: {names}")
     last = max(names.index(layer) for layer in layers)
     return stages[: last + 1]
 
