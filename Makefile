@@ -34,6 +34,11 @@ format: $(STAMP)
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
+# Sphinx + numpydoc + sphinx-gallery, offline; warnings are errors.
+docs: $(STAMP)
+	$(PIP) install --quiet -e ".[docs]"
+	$(MAKE) -C docs html PYTHON=$(abspath $(PY))
+
 bench: $(STAMP)
 	$(PY) benchmarks/bench_backbones.py
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 from _common import MTD, RESULTS, machine, mtd_or_exit, stage
@@ -43,6 +44,9 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--modes", nargs="+", default=["vae_fca", "fca", "vae"])
     parser.add_argument("--borders", nargs="+", default=["5", "auto", "0"])
+    parser.add_argument("--paper-vae", action="store_true",
+                        help="also run vae_fca with the paper's VAE size (512 hidden, 128 latent)")
+    parser.add_argument("--cache", default=None, help="folder to keep extracted features in")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "localization.json"))
     args = parser.parse_args()
@@ -53,11 +57,22 @@ def main():
     for size in args.sizes:
         timings = {}
         extractor = TextureFeatureExtractor("mobilenet_v2", weights="offline", image_size=size)
+        cache = Path(args.cache) / f"mtd_mobilenet_v2_{size}.npy" if args.cache else None
         with stage(timings, f"features {size}px"):
-            features = extractor.fit_transform(data.filenames)
+            if cache is not None and cache.exists():
+                features = np.load(cache)
+                print(f"  (features read from {cache}; not a timing of the extractor)")
+            else:
+                features = extractor.fit_transform(data.filenames)
+                if cache is not None:
+                    np.save(cache, features)
         feature_mb = features.nbytes / 2**20
         print(f"{size}px: features {features.shape}, {feature_mb:.0f} MB")
-        for mode in args.modes:
+        modes = list(args.modes) + (["vae_fca/paper-size"] if args.paper_vae else [])
+        for mode in modes:
+            vae_size = {}
+            if mode.endswith("/paper-size"):
+                vae_size = {"hidden_channels": 512, "latent_channels": 128}
             record = {
                 "image_size": size,
                 "mode": mode,
@@ -65,7 +80,9 @@ def main():
                 "feature_mb": round(feature_mb, 1),
                 "timings": dict(timings),
             }
-            localizer = BlindAnomalyLocalizer(mode, border=5, random_state=args.seed)
+            localizer = BlindAnomalyLocalizer(
+                mode.split("/")[0], border=5, random_state=args.seed, **vae_size
+            )
             with stage(record["timings"], f"{mode} fit"):
                 localizer.fit(features)
             with stage(record["timings"], f"{mode} transform"):

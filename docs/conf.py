@@ -32,7 +32,6 @@ root_doc = "index"
 
 # API reference: one page per object, written into gen_modules/ (not versioned).
 autosummary_generate = True
-autodoc_default_options = {"members": False, "inherited-members": False}
 autodoc_typehints = "none"
 numpydoc_show_class_members = False  # the autosummary template lists the methods
 numpydoc_class_members_toctree = False

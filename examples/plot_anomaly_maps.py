@@ -66,13 +66,14 @@ threshold = anomaly_threshold(scores, None, rule="otsu")
 examples = [int(np.flatnonzero(data.target == k)[0]) for k in range(len(data.target_names))]
 titles = ["image", "true defect", "FCA (zero-shot)", "VAE + FCA", "outlined"]
 fig, axes = plt.subplots(len(examples), 5, figsize=(8, 1.75 * len(examples)))
-vmax = np.quantile(maps, 0.999)
+# one colour scale per method, shared by all images
+limits = {2: np.quantile(maps_fca, 0.999), 3: np.quantile(maps, 0.999)}
 for row, index in enumerate(examples):
     pictures = [data.images[index], data.masks[index], maps_fca[index], maps[index]]
     for column, picture in enumerate(pictures):
         cmap = "gray" if column == 1 else "inferno"
-        limits = {"vmin": 0, "vmax": vmax} if column == 3 else {}
-        axes[row, column].imshow(picture, cmap=cmap, **limits)
+        scale = {"vmin": 0, "vmax": limits[column]} if column in limits else {}
+        axes[row, column].imshow(picture, cmap=cmap, **scale)
     axes[row, 4].imshow(data.images[index])
     axes[row, 4].contour(maps[index] > threshold, levels=[0.5], colors="#ff2050")
     axes[row, 0].set_ylabel(data.target_names[data.target[index]])

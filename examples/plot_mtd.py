@@ -85,3 +85,5 @@ write_report(
     metrics=report,
     threshold=pipeline["refiner"].threshold_,
 )
+
+# sphinx_gallery_thumbnail_path = '_static/report_top.jpg'

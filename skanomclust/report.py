@@ -22,10 +22,13 @@ import json
 import os
 from datetime import datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from ._utils import progress_bar
 
 __all__ = ["write_report"]
 
@@ -58,6 +61,12 @@ _GALLERY_OPEN = 60  # images shown per cluster before "show more"
 
 def _colour(palette, index):
     return palette[index % len(palette)]
+
+
+def _text_colour(background):
+    """Black or white, whichever reads better on ``background`` ("#rrggbb")."""
+    r, g, b = (int(background[i : i + 2], 16) for i in (1, 3, 5))
+    return "#1d2733" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "#ffffff"
 
 
 def _class_colours(target_names):
@@ -355,6 +364,161 @@ def _contingency_html(metrics, class_colours):
     )
 
 
+def _item_html(run, i, item, amap, threshold, vmin, vmax, size):
+    """One gallery entry: the outlined thumbnail, its anomaly map, score, class, name."""
+    picture = _thumbnail(item, size)
+    amap = _resize_map(amap, picture.shape[:2])
+    outlined = _data_uri(_outline(picture, amap, threshold))
+    heat = _data_uri(_heatmap(amap, vmin, vmax))
+    label = html.escape(run.names[i])
+    klass = ""
+    if run.target is not None:
+        t = run.target[i]
+        colour = run.class_colours[t]
+        klass = (
+            f'<span class="tag" style="background:{colour};color:{_text_colour(colour)}">'
+            f"{html.escape(str(run.target_names[t]))}</span>"
+        )
+    return (
+        f'<div class="item" title="{label}"><div class="pair">'
+        f'<img src="{outlined}" alt="{label}, anomaly region outlined" loading="lazy">'
+        f'<img src="{heat}" alt="anomaly map of {label}" loading="lazy"></div>'
+        f'<div class="meta"><b>{run.scores[i]:.3f}</b>{klass} {label}</div></div>'
+    )
+
+
+def _cards_html(run, threshold, metrics):
+    share = float(np.mean(run.scores > threshold))
+    cards = [
+        _card(run.n, "images"),
+        _card(len(run.clusters), "clusters"),
+        _card(f"{100 * share:.0f}%", "images with an outlined region"),
+    ]
+    if metrics and "nmi" in metrics:
+        cards += [
+            _card(_fmt(metrics["nmi"]), "NMI"),
+            _card(_fmt(metrics["ari"]), "ARI"),
+            _card(_fmt(metrics["f1"]), "F1 (matched accuracy)"),
+        ]
+    localization = (metrics or {}).get("localization") or {}
+    if "pixel_auroc" in localization:
+        cards.append(_card(_fmt(localization["pixel_auroc"]), "pixel AUROC"))
+    if "au_pro" in localization:
+        cards.append(_card(_fmt(localization["au_pro"]), "AU-PRO (FPR &le; 0.3)"))
+    return "".join(cards)
+
+
+def _overview_html(run):
+    """The cluster table: size, scores and, with classes, composition."""
+    largest = max(int(np.sum(run.labels == c)) for c in run.clusters)
+    rows = []
+    for c in run.clusters:
+        members = run.labels == c
+        size = int(members.sum())
+        composition = ""
+        if run.target is not None:
+            counts = np.bincount(run.target[members], minlength=len(run.target_names))
+            bar = _composition_bar(counts, run.class_colours, run.target_names)
+            composition = f"<td>{bar}</td>"
+        rows.append(
+            f'<tr><td><a href="#{run.anchor[c]}"><span class="swatch" '
+            f'style="background:{run.colour[c]}"></span> cluster {html.escape(str(c))}</a>'
+            f'</td><td class="num">{size}</td><td class="num">{100 * size / run.n:.1f}%</td>'
+            f'<td><div class="sizebar" style="width:{120 * size / largest:.0f}px"></div></td>'
+            f'<td class="num">{np.median(run.scores[members]):.3f}</td>'
+            f'<td class="num">{np.max(run.scores[members]):.3f}</td>{composition}</tr>'
+        )
+    composition_head = "<th>class composition</th>" if run.target is not None else ""
+    return (
+        '<table class="overview"><tr><th>cluster</th><th class="num">images</th>'
+        '<th class="num">share</th><th></th><th class="num">median score</th>'
+        f'<th class="num">max score</th>{composition_head}</tr>{"".join(rows)}</table>'
+    )
+
+
+def _legend(entries):
+    return (
+        '<div class="legend">'
+        + "".join(
+            f'<span><span class="swatch" style="background:{colour}"></span> '
+            f"{html.escape(str(text))}</span>"
+            for text, colour in entries
+        )
+        + "</div>"
+    )
+
+
+def _maps_html(run, coordinates, method):
+    """The descriptor map coloured by cluster and, with classes, by class."""
+    titles = [
+        f"{run.names[i]}\ncluster {run.labels[i]}, score {run.scores[i]:.3f}"
+        + (f", class {run.target_names[run.target[i]]}" if run.target is not None else "")
+        for i in range(run.n)
+    ]
+    by_cluster = [run.colour[c.item() if hasattr(c, "item") else c] for c in run.labels]
+    figures = [
+        "<figure>"
+        + _scatter_svg(
+            coordinates,
+            by_cluster,
+            titles,
+            aria_label=f"{method} map of the descriptors coloured by cluster",
+        )
+        + "<figcaption>Coloured by cluster</figcaption>"
+        + _legend((f"cluster {c}", run.colour[c]) for c in run.clusters)
+        + "</figure>"
+    ]
+    if run.target is not None:
+        figures.append(
+            "<figure>"
+            + _scatter_svg(
+                coordinates,
+                [run.class_colours[t] for t in run.target],
+                titles,
+                aria_label=f"{method} map of the descriptors coloured by class",
+            )
+            + "<figcaption>Coloured by class folder (not used for clustering)</figcaption>"
+            + _legend(zip(run.target_names, run.class_colours, strict=True))
+            + "</figure>"
+        )
+    return "".join(figures)
+
+
+def _gallery_html(run, cluster, items_html):
+    """One cluster's section, most anomalous images first."""
+    members = np.flatnonzero(run.labels == cluster)
+    members = members[np.argsort(-run.scores[members], kind="stable")]
+    name = html.escape(str(cluster))
+    shown = "".join(items_html[i] for i in members[:_GALLERY_OPEN])
+    rest = ""
+    if len(members) > _GALLERY_OPEN:
+        rest = (
+            f"<details><summary>Show the other {len(members) - _GALLERY_OPEN} images of "
+            f'cluster {name}</summary><div class="gallery">'
+            + "".join(items_html[i] for i in members[_GALLERY_OPEN:])
+            + "</div></details>"
+        )
+    composition = ""
+    if run.target is not None:
+        counts = np.bincount(run.target[members], minlength=len(run.target_names))
+        parts = [
+            f"{html.escape(str(run.target_names[k]))} {counts[k]}"
+            for k in np.argsort(-counts, kind="stable")
+            if counts[k]
+        ]
+        composition = " Class folders: " + ", ".join(parts) + "."
+    return (
+        f'<section class="cluster-gallery" id="{run.anchor[cluster]}" '
+        f'data-cluster="{name}" data-size="{len(members)}">'
+        f'<h2><span class="swatch" style="background:{run.colour[cluster]}"></span> '
+        f'Cluster {name}<span class="count">{len(members)} images '
+        f"({100 * len(members) / run.n:.1f}%)</span></h2>"
+        f'<p class="caption">Sorted by anomaly score, highest first. Median score '
+        f"{np.median(run.scores[members]):.3f}.{composition}</p>"
+        f'<div class="gallery">{shown}</div>{rest}</section>'
+    )
+
+
 # ------------------------------------------------------------------------------ main entry
 def _check_inputs(filenames_or_images, labels, anomaly_maps, scores, descriptors, target):
     if isinstance(filenames_or_images, (str, os.PathLike)):
@@ -410,6 +574,7 @@ def write_report(
     title="Anomaly clustering report",
     thumbnail_size=128,
     random_state=0,
+    verbose=False,
 ):
     """Write a self-contained HTML report of a clustering run.
 
@@ -451,6 +616,8 @@ def write_report(
         Longer side of the thumbnails, in pixels.
     random_state : int, default=0
         Seed of the t-SNE map.
+    verbose : bool, default=False
+        Show a progress bar while the thumbnails are drawn.
 
     Returns
     -------
@@ -479,9 +646,27 @@ def write_report(
     if target is not None and target_names is None:
         target_names = [str(t) for t in np.unique(target)]
         target = np.searchsorted(np.asarray(target_names), target.astype(str))
-    if target is not None:
-        target = target.astype(np.intp)
-    class_colours = _class_colours(target_names) if target is not None else []
+    if names is None:
+        full = [_name_of(item, i) for i, item in enumerate(items)]
+        root = _common_root(full)
+        names = [_short(name, root) for name in full]
+    else:
+        names, root = [str(name) for name in names], None
+        if len(names) != n:
+            raise ValueError(f"names has {len(names)} entries for {n} images")
+    clusters = [c.item() if hasattr(c, "item") else c for c in np.unique(labels)]
+    run = SimpleNamespace(  # what every part of the page needs to know
+        n=n,
+        labels=labels,
+        scores=scores,
+        names=names,
+        target=None if target is None else target.astype(np.intp),
+        target_names=target_names,
+        class_colours=_class_colours(target_names) if target is not None else [],
+        clusters=clusters,
+        anchor={c: f"cluster-{j}" for j, c in enumerate(clusters)},
+        colour={c: _colour(_CLUSTER_COLOURS, j) for j, c in enumerate(clusters)},
+    )
 
     all_values = np.concatenate([m.ravel() for m in maps])
     if threshold is None:
@@ -489,170 +674,21 @@ def write_report(
         threshold_note = "the 99th percentile of all anomaly-map values"
     else:
         threshold = float(threshold)
-        threshold_note = "the pixel threshold learned by the contrastive refiner"
+        threshold_note = "the pixel threshold of the run"
     vmin = float(np.quantile(all_values, 0.01))
     vmax = float(max(np.quantile(all_values, 0.999), threshold * 1.05, vmin + 1e-6))
-
-    if names is None:
-        full = [_name_of(item, i) for i, item in enumerate(items)]
-        root = _common_root(full)
-        short = [_short(name, root) for name in full]
-    else:
-        short = [str(name) for name in names]
-        if len(short) != n:
-            raise ValueError(f"names has {len(short)} entries for {n} images")
-        root = None
-    clusters = [c.item() if hasattr(c, "item") else c for c in np.unique(labels)]
-    cluster_index = {c: j for j, c in enumerate(clusters)}
-    cluster_colour = {c: _colour(_CLUSTER_COLOURS, j) for j, c in enumerate(clusters)}
-
-    # Pictures: outlined thumbnail and heat map of every image.
-    cards = []
+    bar = progress_bar(n, verbose, "report")
+    items_html = []
     for i, item in enumerate(items):
-        picture = _thumbnail(item, thumbnail_size)
-        amap = _resize_map(maps[i], picture.shape[:2])
-        outlined = _data_uri(_outline(picture, amap, threshold))
-        heat = _data_uri(_heatmap(amap, vmin, vmax))
-        label = short[i]
-        klass = ""
-        if target is not None:
-            t = int(target[i])
-            klass = (
-                f'<span class="tag" style="background:{class_colours[t]}">'
-                f"{html.escape(str(target_names[t]))}</span>"
-            )
-        cards.append(
-            f'<div class="item" title="{html.escape(label)}"><div class="pair">'
-            f'<img src="{outlined}" alt="{html.escape(label)}, anomaly region outlined" '
-            f'loading="lazy">'
-            f'<img src="{heat}" alt="anomaly map of {html.escape(label)}" loading="lazy"></div>'
-            f'<div class="meta"><b>{scores[i]:.3f}</b>{klass} {html.escape(label)}</div></div>'
-        )
-
-    # 2-D map.
+        items_html.append(_item_html(run, i, item, maps[i], threshold, vmin, vmax, thumbnail_size))
+        bar.update(1)
+    bar.close()
     coordinates = embed_descriptors(descriptors, random_state=random_state)
     method = "t-SNE" if n >= 5 else "PCA"
-    titles = [
-        f"{short[i]}\ncluster {labels[i]}, score {scores[i]:.3f}"
-        + (f", class {target_names[int(target[i])]}" if target is not None else "")
-        for i in range(n)
-    ]
-    figures = [
-        "<figure>"
-        + _scatter_svg(
-            coordinates,
-            [cluster_colour[c.item() if hasattr(c, "item") else c] for c in labels],
-            titles,
-            aria_label=f"{method} map of the descriptors coloured by cluster",
-        )
-        + '<figcaption>Coloured by cluster</figcaption><div class="legend">'
-        + "".join(
-            f'<span><span class="swatch" style="background:{cluster_colour[c]}"></span> '
-            f"cluster {html.escape(str(c))}</span>"
-            for c in clusters
-        )
-        + "</div></figure>"
-    ]
-    if target is not None:
-        figures.append(
-            "<figure>"
-            + _scatter_svg(
-                coordinates,
-                [class_colours[int(t)] for t in target],
-                titles,
-                aria_label=f"{method} map of the descriptors coloured by class",
-            )
-            + "<figcaption>Coloured by class folder (not used for clustering)</figcaption>"
-            + '<div class="legend">'
-            + "".join(
-                f'<span><span class="swatch" style="background:{col}"></span> '
-                f"{html.escape(str(name))}</span>"
-                for name, col in zip(target_names, class_colours, strict=True)
-            )
-            + "</div></figure>"
-        )
-
-    # Summary.
-    over = float(np.mean(scores > threshold)) if n else 0.0
-    summary = [
-        _card(n, "images"),
-        _card(len(clusters), "clusters"),
-        _card(f"{100 * over:.0f}%", "images with an outlined region"),
-    ]
-    if metrics and "nmi" in metrics:
-        summary += [
-            _card(_fmt(metrics["nmi"]), "NMI"),
-            _card(_fmt(metrics["ari"]), "ARI"),
-            _card(_fmt(metrics["f1"]), "F1 (matched accuracy)"),
-        ]
-    localization = (metrics or {}).get("localization") or {}
-    if "pixel_auroc" in localization:
-        summary.append(_card(_fmt(localization["pixel_auroc"]), "pixel AUROC"))
-    if "au_pro" in localization:
-        summary.append(_card(_fmt(localization["au_pro"]), "AU-PRO (FPR &le; 0.3)"))
-
-    # Cluster overview.
-    largest = max(int(np.sum(labels == c)) for c in clusters)
-    overview_rows = []
-    for c in clusters:
-        members = labels == c
-        size = int(members.sum())
-        composition = ""
-        if target is not None:
-            counts = np.bincount(target[members], minlength=len(target_names))
-            composition = f"<td>{_composition_bar(counts, class_colours, target_names)}</td>"
-        overview_rows.append(
-            f'<tr><td><a href="#cluster-{cluster_index[c]}"><span class="swatch" '
-            f'style="background:{cluster_colour[c]}"></span> cluster {html.escape(str(c))}</a>'
-            f'</td><td class="num">{size}</td><td class="num">{100 * size / n:.1f}%</td>'
-            f'<td><div class="sizebar" style="width:{120 * size / largest:.0f}px"></div></td>'
-            f'<td class="num">{np.median(scores[members]):.3f}</td>'
-            f'<td class="num">{np.max(scores[members]):.3f}</td>{composition}</tr>'
-        )
-    composition_head = "<th>class composition</th>" if target is not None else ""
-    overview = (
-        '<table class="overview"><tr><th>cluster</th><th class="num">images</th>'
-        '<th class="num">share</th><th></th><th class="num">median score</th>'
-        f'<th class="num">max score</th>{composition_head}</tr>{"".join(overview_rows)}</table>'
-    )
-
-    # Galleries, most anomalous first.
-    galleries = []
-    for c in clusters:
-        members = np.flatnonzero(labels == c)
-        members = members[np.argsort(-scores[members], kind="stable")]
-        shown = "".join(cards[i] for i in members[:_GALLERY_OPEN])
-        rest = ""
-        if len(members) > _GALLERY_OPEN:
-            rest = (
-                f"<details><summary>Show the other {len(members) - _GALLERY_OPEN} images of "
-                f'cluster {html.escape(str(c))}</summary><div class="gallery">'
-                + "".join(cards[i] for i in members[_GALLERY_OPEN:])
-                + "</div></details>"
-            )
-        composition = ""
-        if target is not None:
-            counts = np.bincount(target[members], minlength=len(target_names))
-            parts = [
-                f"{html.escape(str(target_names[k]))} {counts[k]}"
-                for k in np.argsort(-counts, kind="stable")
-                if counts[k]
-            ]
-            composition = " Class folders: " + ", ".join(parts) + "."
-        galleries.append(
-            f'<section class="cluster-gallery" id="cluster-{cluster_index[c]}" '
-            f'data-cluster="{html.escape(str(c))}" data-size="{len(members)}">'
-            f'<h2><span class="swatch" style="background:{cluster_colour[c]}"></span> '
-            f'Cluster {html.escape(str(c))}<span class="count">{len(members)} images '
-            f"({100 * len(members) / n:.1f}%)</span></h2>"
-            f'<p class="caption">Sorted by anomaly score, highest first. Median score '
-            f"{np.median(scores[members]):.3f}.{composition}</p>"
-            f'<div class="gallery">{shown}</div>{rest}</section>'
-        )
-
+    galleries = "".join(_gallery_html(run, c, items_html) for c in clusters)
     nav = "".join(
-        f'<a class="chip" href="#cluster-{cluster_index[c]}"><span class="swatch" '
-        f'style="background:{cluster_colour[c]}"></span>{html.escape(str(c))} '
+        f'<a class="chip" href="#{run.anchor[c]}"><span class="swatch" '
+        f'style="background:{run.colour[c]}"></span>{html.escape(str(c))} '
         f"({int(np.sum(labels == c))})</a>"
         for c in clusters
     )
@@ -661,7 +697,8 @@ def write_report(
         metrics_section = (
             '<section id="agreement"><h2>Agreement with the class folders</h2>'
             + _contingency_html(
-                metrics, class_colours or _class_colours(metrics["contingency"]["classes"])
+                metrics,
+                run.class_colours or _class_colours(metrics["contingency"]["classes"]),
             )
             + '<p class="caption">Rows: class folders (used only for scoring, never for '
             "fitting); columns: clusters. Outlined cells: the one-to-one matching of classes "
@@ -696,13 +733,15 @@ by skanomclust</p></header>
 {'<a href="#agreement">Classes</a>' if metrics_section else ""}
 <span style="color:var(--muted)">Clusters:</span>{nav}</nav>
 <main>
-<section id="summary"><h2>Summary</h2><div class="cards">{"".join(summary)}</div>
+<section id="summary"><h2>Summary</h2>
+<div class="cards">{_cards_html(run, threshold, metrics)}</div>
 <p class="caption">Each image got an anomaly map (where it looks unlike the rest of the set)
 and an image descriptor pooled from its most anomalous region; images with similar
 descriptors were grouped. The cluster with the lowest scores usually holds the defect-free
 images. Scores are the maxima of the anomaly maps.</p>
-<div style="margin-top:14px">{overview}</div></section>
-<section id="map"><h2>Descriptor map</h2><div class="maps">{"".join(figures)}</div>
+<div style="margin-top:14px">{_overview_html(run)}</div></section>
+<section id="map"><h2>Descriptor map</h2>
+<div class="maps">{_maps_html(run, coordinates, method)}</div>
 <p class="caption">{method} projection of the image descriptors; nearby points are images
 the method finds similar. Hover a point for its file. Well separated colour groups in the
 left map mean distinct clusters; compare with the right map, when present, to see which
@@ -713,8 +752,8 @@ classes they capture.</p></section>
 its anomaly map exceeds {threshold:.3f} ({threshold_note}) outlined in
 <b style="color:rgb{_OUTLINE}">red</b>. Right: the anomaly map, on one colour scale for all
 images: {vmin:.3f}<span class="colourbar"></span>{vmax:.3f}. Below: anomaly score
-(bold){", class folder" if target is not None else ""} and file.</p></section>
-{"".join(galleries)}
+(bold){", class folder" if run.target is not None else ""} and file.</p></section>
+{galleries}
 {settings_section}
 </main>
 <footer>Blind localization and clustering of anomaly types (Ardelean &amp; Weyrich, CVPRW

@@ -171,8 +171,21 @@ def test_refuses_to_overwrite_then_overwrites(clustered, category, tmp_path, cap
     assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "notes.txt"]
     assert (out / "metrics.json").read_text() == "old"
 
-    status = main(["cluster", str(category), "-o", str(out), "-k", "3", "--overwrite", *FAST])
+    status = main(
+        [
+            "cluster",
+            str(category),
+            "-o",
+            str(out),
+            "-k",
+            "3",
+            "--overwrite",
+            "--no-pixel-metrics",
+            *FAST,
+        ]
+    )
     assert status == 0
+    assert "localization" not in json.loads((out / "metrics.json").read_text())
     assert sorted(p.name for p in out.iterdir()) == sorted([*OUTPUT_FILES, "notes.txt"])
     assert (out / "notes.txt").read_text() == "keep me"
     assert json.loads((out / "metrics.json").read_text())["nmi"] == pytest.approx(
