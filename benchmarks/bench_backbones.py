@@ -128,6 +128,7 @@ def main():
                     "all_layers_pass_seconds": pass_seconds,
                 }
                 rows.append(row)
+                _write(args, filenames, k, rows)  # partial results survive interruption
                 print(
                     f"{image_size:4d} {name:32s} {'+'.join(layers):24s} "
                     f"NMI {row['nmi']:.3f} ARI {row['ari']:.3f} F1 {row['f1']:.3f} "
@@ -135,6 +136,19 @@ def main():
                     flush=True,
                 )
 
+    _write(args, filenames, k, rows)
+    print("\n| size | backbone | layers | C | NMI | ARI | F1 | img/s |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(
+            f"| {r['image_size']} | {r['backbone']} | {'+'.join(r['layers'])} | "
+            f"{r['channels']} | {r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | "
+            f"{r['images_per_second']:.1f} |"
+        )
+    print(f"\nwrote {args.output}")
+
+
+def _write(args, filenames, k, rows):
     args.output.parent.mkdir(parents=True, exist_ok=True)
     result = {
         "data": str(args.data),
@@ -149,15 +163,6 @@ def main():
         "rows": rows,
     }
     args.output.write_text(json.dumps(result, indent=2))
-    print("\n| size | backbone | layers | C | NMI | ARI | F1 | img/s |")
-    print("|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(
-            f"| {r['image_size']} | {r['backbone']} | {'+'.join(r['layers'])} | "
-            f"{r['channels']} | {r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | "
-            f"{r['images_per_second']:.1f} |"
-        )
-    print(f"\nwrote {args.output}")
 
 
 if __name__ == "__main__":

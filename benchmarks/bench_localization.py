@@ -44,8 +44,11 @@ def main():
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--modes", nargs="+", default=["vae_fca", "fca", "vae"])
     parser.add_argument("--borders", nargs="+", default=["5", "auto", "0"])
-    parser.add_argument("--paper-vae", action="store_true",
-                        help="also run vae_fca with the paper's VAE size (512 hidden, 128 latent)")
+    parser.add_argument(
+        "--paper-vae",
+        action="store_true",
+        help="also run vae_fca with the paper's VAE size (512 hidden, 128 latent)",
+    )
     parser.add_argument("--cache", default=None, help="folder to keep extracted features in")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default=str(RESULTS / "localization.json"))
