@@ -25,6 +25,7 @@ test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(PY) -m pytest -p no:cacheprovider
+	$(MAKE) docs
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
@@ -43,4 +44,4 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_backbones.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info demo_output docs/_build
+	rm -rf $(VENV) build dist *.egg-info demo_output docs/_build docs/auto_examples docs/gen_modules docs/sg_execution_times.rst
