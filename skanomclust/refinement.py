@@ -26,7 +26,7 @@ from ._utils import (
 )
 from ._validation import validate_feature_maps
 from .nn.contrastive import image_neighbors, otsu_threshold, train_contrastive_head
-from .nn.pooling import anomaly_weighted_pooling
+from .nn.pooling import anomaly_weighted_pooling, image_scores, normality_gate
 from .nn.vae import minmax_scale, minmax_scale_stats
 
 __all__ = ["ContrastiveRefiner", "anomaly_threshold"]
@@ -88,6 +88,15 @@ class ContrastiveRefiner(
         as the threshold itself.
     n_clusters : int or None, default=None
         Number of anomaly types, only for ``threshold="kmeans"``.
+    gate : bool, default=True
+        Gate the output descriptors with the same threshold (this package's
+        addition, see :class:`~skanomclust.AnomalyWeightedPooling`): unit
+        descriptors times ``sigmoid((max score - threshold_) / gate_scale_)``,
+        so that images without anomaly collapse into one group. False gives
+        the paper's descriptors.
+    gate_width : float, default=0.1
+        Softness of the gate in standard deviations of the training images'
+        maximal anomaly scores (0: a hard step).
     tau : float, default=0.002
         Softmax temperature of the pooling (for neighbours and output).
     hidden_channels : int, default=256
@@ -114,6 +123,8 @@ class ContrastiveRefiner(
         Threshold used to label pixels.
     anomalous_share_ : float
         Share of training images with at least one pixel above it.
+    gate_scale_ : float or None
+        Gate softness in score units (None when ``gate=False``).
     loss_curve_ : list of float
         Mean loss per epoch.
     n_features_in_ : int
@@ -136,6 +147,8 @@ class ContrastiveRefiner(
     _parameter_constraints: dict = {
         "threshold": [StrOptions({"otsu", "kmeans"}), Real],
         "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
+        "gate": ["boolean"],
+        "gate_width": [Interval(Real, 0, None, closed="left")],
         "tau": [Interval(Real, 0, None, closed="neither")],
         "hidden_channels": [Interval(Integral, 1, None, closed="left")],
         "out_channels": [Interval(Integral, 1, None, closed="left")],
@@ -157,6 +170,8 @@ class ContrastiveRefiner(
         threshold="otsu",
         *,
         n_clusters=None,
+        gate=True,
+        gate_width=0.1,
         tau=0.002,
         hidden_channels=256,
         out_channels=32,
@@ -172,6 +187,8 @@ class ContrastiveRefiner(
     ):
         self.threshold = threshold
         self.n_clusters = n_clusters
+        self.gate = gate
+        self.gate_width = gate_width
         self.tau = tau
         self.hidden_channels = hidden_channels
         self.out_channels = out_channels
@@ -209,7 +226,7 @@ class ContrastiveRefiner(
         tensor = torch.from_numpy(maps)
         features, scores = tensor[:, :-1], tensor[:, -1]
         descriptors = self._pool(features, scores)
-        max_scores = scores.flatten(1).max(dim=1).values.numpy()
+        max_scores = image_scores(scores).numpy()
         if isinstance(self.threshold, str):
             threshold = anomaly_threshold(
                 max_scores,
@@ -246,6 +263,11 @@ class ContrastiveRefiner(
         self.head_ = head
         self.threshold_ = threshold
         self.anomalous_share_ = float(np.mean(max_scores > threshold))
+        self.gate_scale_ = (
+            float(self.gate_width) * (float(np.std(max_scores, ddof=1)) if n > 1 else 0.0)
+            if self.gate
+            else None
+        )
         self.loss_curve_ = losses
         self.n_features_out_ = self.out_channels
         return self
@@ -285,9 +307,12 @@ class ContrastiveRefiner(
                 mins, maxs = minmax_scale_stats(features)
                 scaled = minmax_scale(features, mins, maxs)
                 embedded = self.head_.forward_maps(scaled.to(device)).cpu()
-                out[s : s + len(chunk)] = anomaly_weighted_pooling(
-                    embedded, scores, tau=self.tau
-                ).numpy()
+                descriptors = anomaly_weighted_pooling(embedded, scores, tau=self.tau)
+                if self.gate_scale_ is not None:
+                    descriptors = normality_gate(
+                        descriptors, image_scores(scores), self.threshold_, self.gate_scale_
+                    )
+                out[s : s + len(chunk)] = descriptors.numpy()
         return out
 
     @property

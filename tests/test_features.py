@@ -27,7 +27,8 @@ def _extract(X, **params):
 
 def test_output_shape_dtype_and_determinism(rgb_images):
     features = _extract(rgb_images)
-    assert features.shape == (3, 32, 4, 4)  # mobilenet_v2 features.6: 32 channels, stride 8
+    # mobilenet_v2 default: features.6 (32 channels, stride 8) + features.10 (64) + .13 (96)
+    assert features.shape == (3, 192, 4, 4)
     assert features.dtype == np.float32
     np.testing.assert_array_equal(features, _extract(rgb_images))
     assert not np.array_equal(features, _extract(rgb_images, random_state=1))
@@ -87,7 +88,7 @@ def test_mixed_sizes_are_resized(tmp_path):
         Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8)).save(path)
         paths.append(str(path))
     extractor = TextureFeatureExtractor(**SMALL).fit(paths)
-    assert extractor.transform(paths).shape == (3, 32, 4, 4)
+    assert extractor.transform(paths).shape == (3, 192, 4, 4)
     assert extractor.image_sizes(paths) == [(20, 30), (41, 17), (32, 32)]
 
 
@@ -95,7 +96,7 @@ def test_two_dimensional_input_is_read_as_single_row_images():
     X = np.random.default_rng(0).random((5, 7))
     extractor = TextureFeatureExtractor(**SMALL).fit(X)
     assert extractor.n_features_in_ == 7
-    assert extractor.transform(X).shape == (5, 32, 4, 4)
+    assert extractor.transform(X).shape == (5, 192, 4, 4)
     with pytest.raises(ValueError, match="X has 6 features"):
         extractor.transform(X[:, :6])
 

@@ -6,7 +6,7 @@ import torch
 
 from skanomclust import AnomalyWeightedPooling
 from skanomclust.nn.fca import gaussian_blur
-from skanomclust.nn.pooling import anomaly_weighted_pooling
+from skanomclust.nn.pooling import anomaly_weighted_pooling, normality_gate
 
 
 def test_matches_a_direct_computation():
@@ -56,3 +56,52 @@ def test_estimator_shapes_batches_and_2d():
 def test_needs_a_map_channel():
     with pytest.raises(ValueError, match="minimum of 2"):
         AnomalyWeightedPooling().fit(np.zeros((3, 1, 4, 4), dtype=np.float32))
+
+
+def _planted(n_normal=8, n_anomalous=4, seed=0):
+    """Feature maps whose anomaly map peaks high on the last images only."""
+    rng = np.random.default_rng(seed)
+    X = rng.random((n_normal + n_anomalous, 4, 8, 8), dtype=np.float32)
+    X[:, -1] *= 0.1
+    X[n_normal:, -1, 4, 4] = 1.0
+    return X
+
+
+def test_normality_gate_by_hand():
+    descriptors = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]])
+    scores = torch.tensor([0.2, 0.5, 0.8])
+    got = normality_gate(descriptors, scores, threshold=0.5, width=0.1)
+    gate = torch.sigmoid((scores - 0.5) / 0.1)
+    expected = torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]) * gate[:, None]
+    torch.testing.assert_close(got, expected)
+    hard = normality_gate(descriptors, scores, threshold=0.5, width=0)
+    torch.testing.assert_close(hard, torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]))
+
+
+def test_gate_collapses_normal_images_and_keeps_anomalous_ones():
+    X = _planted()
+    pooling = AnomalyWeightedPooling().fit(X)
+    scores = X[:, -1].reshape(len(X), -1).max(axis=1)
+    assert scores[:8].max() < pooling.gate_threshold_ < scores[8:].min()
+    assert pooling.gate_scale_ == pytest.approx(0.1 * np.std(scores, ddof=1), rel=1e-5)
+    norms = np.linalg.norm(pooling.transform(X), axis=1)
+    assert norms[:8].max() < 0.01 and norms[8:].min() > 0.99
+
+
+def test_gate_none_is_the_paper_descriptor_and_float_gate_is_used_as_given():
+    X = _planted()
+    plain = AnomalyWeightedPooling(gate=None).fit(X)
+    assert plain.gate_threshold_ is None and plain.gate_scale_ is None
+    expected = anomaly_weighted_pooling(torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1]))
+    np.testing.assert_allclose(plain.transform(X), expected.numpy(), rtol=1e-5, atol=1e-7)
+    fixed = AnomalyWeightedPooling(gate=2.0, gate_width=0).fit(X)
+    assert fixed.gate_threshold_ == 2.0
+    np.testing.assert_array_equal(fixed.transform(X), 0.0)  # no image scores above 2
+
+
+def test_gate_threshold_is_fitted_not_recomputed_on_new_images():
+    X = _planted()
+    pooling = AnomalyWeightedPooling().fit(X)
+    # Only normal images at transform time: they must stay collapsed.
+    norms = np.linalg.norm(pooling.transform(X[:8]), axis=1)
+    assert norms.max() < 0.01

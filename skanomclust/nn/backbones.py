@@ -160,7 +160,7 @@ BACKBONES: dict[str, BackboneSpec] = {
     "mobilenet_v2": BackboneSpec(
         name="mobilenet_v2",
         build=_torchvision_builder("mobilenet_v2"),
-        default_layers=("features.6",),
+        default_layers=("features.6", "features.10", "features.13"),
         layers={
             "features.3": (24, 4),
             "features.6": (32, 8),

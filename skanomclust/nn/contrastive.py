@@ -116,7 +116,12 @@ def image_neighbors(descriptors: torch.Tensor, n_neighbors: int = 3, chunk: int 
 
 
 def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
-    """Otsu's threshold (maximal between-class variance) of a 1-D sample."""
+    """Otsu's threshold (maximal between-class variance) of a 1-D sample.
+
+    The split is Otsu's on a ``bins``-bin histogram; the returned value is the
+    midpoint between the largest value of the low group and the smallest of
+    the high group. A constant sample returns its value.
+    """
     values = values.flatten().double()
     low, high = values.min(), values.max()
     if high <= low:
@@ -131,7 +136,12 @@ def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
     )
     between = weight_low * weight_high * (mean_low - mean_high).square()
     cut = int(torch.argmax(between[:-1]))
-    return float(low + (cut + 1) * (high - low) / bins)
+    edge = low + (cut + 1) * (high - low) / bins
+    # Same split, but the threshold sits mid-way in the gap between the two
+    # groups rather than at a histogram bin edge (this matters when the value
+    # is used as a soft gate's centre, and for well separated groups).
+    below, above = values[values <= edge], values[values > edge]
+    return float((below.max() + above.min()) / 2)
 
 
 def _sample(pool: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:

@@ -60,6 +60,10 @@ def _reflect_indices(size: int, before: int, after: int, device) -> torch.Tensor
 
 def _reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
     """Reflect-pad the last two dimensions of ``x`` by any amount (see _reflect_indices)."""
+    h, w = x.shape[-2:]
+    if x.ndim == 4 and max(top, bottom) < h and max(left, right) < w:
+        # single reflection: torch's own (much faster) padding gives the same values
+        return F.pad(x, (left, right, top, bottom), mode="reflect")
     if top or bottom:
         x = x.index_select(-2, _reflect_indices(x.shape[-2], top, bottom, x.device))
     if left or right:
@@ -138,11 +142,15 @@ def gaussian_blur(x: torch.Tensor, kernel_size, sigma) -> torch.Tensor:
     h, w = shape[-2:]
     if x.numel() == 0:
         return x.clone()
-    flat = _reflect_pad(x.reshape(-1, 1, h, w), ky // 2, ky // 2, kx // 2, kx // 2)
+    # All maps as the channels of one image, blurred by a depthwise (grouped)
+    # convolution: several times faster on CPU than a batch of 1-channel maps.
+    maps = x.reshape(1, -1, h, w)
+    groups = maps.shape[1]
+    flat = _reflect_pad(maps, ky // 2, ky // 2, kx // 2, kx // 2)
     kernel_y = _gaussian_kernel1d(ky, float(sy), x.dtype, x.device)
     kernel_x = _gaussian_kernel1d(kx, float(sx), x.dtype, x.device)
-    flat = F.conv2d(flat, kernel_y.view(1, 1, ky, 1))
-    flat = F.conv2d(flat, kernel_x.view(1, 1, 1, kx))
+    flat = F.conv2d(flat, kernel_y.view(1, 1, ky, 1).expand(groups, 1, ky, 1), groups=groups)
+    flat = F.conv2d(flat, kernel_x.view(1, 1, 1, kx).expand(groups, 1, 1, kx), groups=groups)
     return flat.reshape(shape)
 
 

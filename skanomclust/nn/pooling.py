@@ -6,7 +6,7 @@ import torch
 
 from .fca import gaussian_blur
 
-__all__ = ["anomaly_weighted_pooling"]
+__all__ = ["anomaly_weighted_pooling", "image_scores", "normality_gate"]
 
 
 def anomaly_weighted_pooling(
@@ -50,3 +50,43 @@ def anomaly_weighted_pooling(
         features = features - features.mean(dim=(-2, -1), keepdim=True)
     weights = torch.softmax(anomaly_maps.flatten(1).to(features.dtype) / tau, dim=1)
     return torch.einsum("ncp,np->nc", features.flatten(2), weights)
+
+
+def image_scores(anomaly_maps: torch.Tensor) -> torch.Tensor:
+    """Image-level anomaly score: the maximum of each (n, h, w) map, shape (n,)."""
+    return anomaly_maps.flatten(1).amax(dim=1)
+
+
+def normality_gate(
+    descriptors: torch.Tensor, scores: torch.Tensor, threshold: float, width: float
+) -> torch.Tensor:
+    """Scale unit descriptors by how anomalous their image is (this package's addition).
+
+    Each descriptor is L2-normalised and multiplied by
+    ``sigmoid((score - threshold) / width)`` (a step function when
+    ``width == 0``). Images scored as normal shrink to the origin and form one
+    tight group, whatever their texture; anomalous images keep a unit-length
+    direction that describes the anomaly. Ward clustering then separates "no
+    anomaly" from the anomaly types instead of splitting the (usually large)
+    normal class by texture variation.
+
+    Parameters
+    ----------
+    descriptors : Tensor of shape (n, d)
+    scores : Tensor of shape (n,)
+        Image anomaly scores (see :func:`image_scores`).
+    threshold : float
+        Score at which the gate is one half.
+    width : float
+        Softness of the gate, in score units (0: hard step).
+
+    Returns
+    -------
+    gated : Tensor of shape (n, d)
+    """
+    scores = scores.to(descriptors.dtype)
+    if width > 0:
+        gate = torch.sigmoid((scores - threshold) / width)
+    else:
+        gate = (scores > threshold).to(descriptors.dtype)
+    return torch.nn.functional.normalize(descriptors, dim=1) * gate[:, None]
