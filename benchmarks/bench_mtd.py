@@ -5,13 +5,18 @@ Protocols (the class folders are used only for scoring):
 - ``6-class``: all 1344 images, k = 6 (the paper's protocol);
 - ``5-class``: the 392 defective images only, k = 5 (AnomalyNCD's protocol).
 
-Variants, all with offline MobileNetV2 features (``features.6``) and Ward:
+Variants, all with offline MobileNetV2 features (the extractor's default
+layers unless ``--layers`` is given) and Ward:
 
 1. ``mean``: spatially averaged features;
 2. ``fca+pool``: plain FCA maps, anomaly-weighted pooling (Eq. 2);
 3. ``vae_fca+pool``: VAE + FCA maps, pooling (the paper's "w/o CL");
 4. ``full``: VAE + FCA maps, contrastive refiner, for each threshold rule
    (``otsu``: k-free; ``kmeans``: the paper's heuristic, needs k).
+
+Steps 2 to 4 are run without (the paper) and with ``+gate`` (this package's
+normality gate on the descriptors, the default). ``--quick`` runs only
+``mean``, ``vae_fca+pool`` and the default full method.
 
 Also reports the k chosen by ``WardClustering(n_clusters="auto")`` on the
 full method's descriptors.
@@ -105,7 +110,7 @@ def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=Fals
             ["features", "vae fit", "vae_fca maps", f"vae_fca pooling{_tag(gate)}"],
         )
 
-    configs = [("kmeans", False), ("kmeans", True), ("otsu", False), ("otsu", True)]
+    configs = [("kmeans", None), ("kmeans", "otsu"), ("otsu", None), ("otsu", "otsu")]
     for rule, gate in configs[-1:] if quick else configs:
         name = f"contrastive ({rule}{', gate' if gate else ''})"
         refiner = ContrastiveRefiner(threshold=rule, n_clusters=k, gate=gate, random_state=seed)

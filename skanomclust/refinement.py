@@ -28,6 +28,7 @@ from ._validation import validate_feature_maps
 from .nn.contrastive import image_neighbors, otsu_threshold, train_contrastive_head
 from .nn.pooling import anomaly_weighted_pooling, image_scores, normality_gate
 from .nn.vae import minmax_scale, minmax_scale_stats
+from .pooling import fit_normality_gate
 
 __all__ = ["ContrastiveRefiner", "anomaly_threshold"]
 
@@ -88,12 +89,13 @@ class ContrastiveRefiner(
         as the threshold itself.
     n_clusters : int or None, default=None
         Number of anomaly types, only for ``threshold="kmeans"``.
-    gate : bool, default=True
-        Gate the output descriptors with the same threshold (this package's
-        addition, see :class:`~skanomclust.AnomalyWeightedPooling`): unit
-        descriptors times ``sigmoid((max score - threshold_) / gate_scale_)``,
-        so that images without anomaly collapse into one group. False gives
-        the paper's descriptors.
+    gate : "otsu", float or None, default="otsu"
+        Normality gate of the output descriptors (this package's addition, as
+        in :class:`~skanomclust.AnomalyWeightedPooling`): unit descriptors
+        times ``sigmoid((max score - gate_threshold_) / gate_scale_)``, so that
+        images without anomaly collapse into one group. The gate threshold is
+        Otsu's split of the training images' scores (whatever ``threshold``
+        labels the pixels), a given score, or None for the paper's descriptors.
     gate_width : float, default=0.1
         Softness of the gate in standard deviations of the training images'
         maximal anomaly scores (0: a hard step).
@@ -123,8 +125,10 @@ class ContrastiveRefiner(
         Threshold used to label pixels.
     anomalous_share_ : float
         Share of training images with at least one pixel above it.
+    gate_threshold_ : float or None
+        Image score at which the gate is one half (None without gate).
     gate_scale_ : float or None
-        Gate softness in score units (None when ``gate=False``).
+        Gate softness in score units (None without gate).
     loss_curve_ : list of float
         Mean loss per epoch.
     n_features_in_ : int
@@ -147,7 +151,7 @@ class ContrastiveRefiner(
     _parameter_constraints: dict = {
         "threshold": [StrOptions({"otsu", "kmeans"}), Real],
         "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
-        "gate": ["boolean"],
+        "gate": [StrOptions({"otsu"}), Real, None],
         "gate_width": [Interval(Real, 0, None, closed="left")],
         "tau": [Interval(Real, 0, None, closed="neither")],
         "hidden_channels": [Interval(Integral, 1, None, closed="left")],
@@ -170,7 +174,7 @@ class ContrastiveRefiner(
         threshold="otsu",
         *,
         n_clusters=None,
-        gate=True,
+        gate="otsu",
         gate_width=0.1,
         tau=0.002,
         hidden_channels=256,
@@ -263,10 +267,8 @@ class ContrastiveRefiner(
         self.head_ = head
         self.threshold_ = threshold
         self.anomalous_share_ = float(np.mean(max_scores > threshold))
-        self.gate_scale_ = (
-            float(self.gate_width) * (float(np.std(max_scores, ddof=1)) if n > 1 else 0.0)
-            if self.gate
-            else None
+        self.gate_threshold_, self.gate_scale_ = fit_normality_gate(
+            torch.from_numpy(max_scores), self.gate, self.gate_width
         )
         self.loss_curve_ = losses
         self.n_features_out_ = self.out_channels
@@ -308,9 +310,9 @@ class ContrastiveRefiner(
                 scaled = minmax_scale(features, mins, maxs)
                 embedded = self.head_.forward_maps(scaled.to(device)).cpu()
                 descriptors = anomaly_weighted_pooling(embedded, scores, tau=self.tau)
-                if self.gate_scale_ is not None:
+                if self.gate_threshold_ is not None:
                     descriptors = normality_gate(
-                        descriptors, image_scores(scores), self.threshold_, self.gate_scale_
+                        descriptors, image_scores(scores), self.gate_threshold_, self.gate_scale_
                     )
                 out[s : s + len(chunk)] = descriptors.numpy()
         return out

@@ -106,16 +106,20 @@ def test_gate_collapses_normal_images(localized):
     assert norms[9:].max() < 0.01 and norms[:9].min() > 0.99
     scores = localized[:, -1].reshape(12, -1).max(axis=1)
     assert refiner.gate_scale_ == pytest.approx(0.1 * np.std(scores, ddof=1), rel=1e-5)
+    assert refiner.gate_threshold_ == pytest.approx(otsu_threshold(torch.from_numpy(scores)))
+    kmeans = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
+    # the gate is Otsu's whatever rule labels the pixels
+    assert kmeans.fit(localized).gate_threshold_ == refiner.gate_threshold_
 
 
 def test_without_gate_descriptors_are_the_pooled_embeddings(localized):
     gated = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized)
-    plain = ContrastiveRefiner(n_epochs=2, gate=False, random_state=0).fit(localized)
-    assert plain.gate_scale_ is None
+    plain = ContrastiveRefiner(n_epochs=2, gate=None, random_state=0).fit(localized)
+    assert plain.gate_threshold_ is None and plain.gate_scale_ is None
     a, b = gated.transform(localized), plain.transform(localized)
     # Same seed, and the gate does not change training: the gated output is the
     # plain one at unit length times sigmoid((score - threshold) / scale).
     scores = localized[:, -1].reshape(12, -1).max(axis=1)
-    gate = 1 / (1 + np.exp(-(scores - gated.threshold_) / gated.gate_scale_))
+    gate = 1 / (1 + np.exp(-(scores - gated.gate_threshold_) / gated.gate_scale_))
     expected = b / np.linalg.norm(b, axis=1, keepdims=True) * gate[:, None]
     np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-6)
