@@ -112,15 +112,15 @@ def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=Fals
 
     configs = [("kmeans", None), ("kmeans", "otsu"), ("otsu", None), ("otsu", "otsu")]
     for rule, gate in configs[-1:] if quick else configs:
-        name = f"contrastive ({rule}{', gate' if gate else ''})"
+        step = f"contrastive ({rule}{', gate' if gate else ''})"
         refiner = ContrastiveRefiner(threshold=rule, n_clusters=k, gate=gate, random_state=seed)
-        with stage(timings, name):
+        with stage(timings, step):
             descriptors = refiner.fit_transform(localized)
         auto = WardClustering(n_clusters="auto").fit(descriptors)
         record(
             f"full ({rule} threshold{', gate' if gate else ''})",
             descriptors,
-            ["features", "vae fit", "vae_fca maps", name],
+            ["features", "vae fit", "vae_fca maps", step],
             {
                 "threshold": refiner.threshold_,
                 "anomalous_share": refiner.anomalous_share_,
@@ -182,6 +182,11 @@ def main():
                 json.dump(
                     {"data": args.data, "rows": rows, "machine": machine()}, handle, indent=2
                 )
+    write_table(rows, Path(args.output).with_suffix(".md"))
+
+
+def write_table(rows, path):
+    """Markdown table of the result rows."""
     lines = [
         "| protocol | size | layers | variant | NMI | ARI | F1 | time (s) | peak RSS (MB) |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -193,7 +198,7 @@ def main():
         for r in rows
     ]
     table = "\n".join(lines)
-    Path(args.output).with_suffix(".md").write_text(table + "\n")
+    path.write_text(table + "\n")
     print(table)
 
 

@@ -104,3 +104,15 @@ def test_every_parameter_is_reachable():
         "clustering__n_clusters",
     ):
         assert name in params
+
+
+def test_without_contrastive_step_the_refiner_is_pooling():
+    pipeline = make_blind_pipeline(4, contrastive=False)
+    assert [name for name, _ in pipeline.steps] == [
+        "features",
+        "localizer",
+        "pooling",
+        "clustering",
+    ]
+    params = pipeline.get_params()
+    assert params["pooling__gate"] == "otsu" and "refiner__tau" not in params
