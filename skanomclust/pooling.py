@@ -16,34 +16,14 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 
 from ._validation import validate_feature_maps
-from .nn.contrastive import otsu_threshold
-from .nn.pooling import anomaly_weighted_pooling, image_scores, normality_gate
+from .nn.pooling import (
+    anomaly_weighted_pooling,
+    fit_normality_gate,
+    image_scores,
+    normality_gate,
+)
 
-__all__ = ["AnomalyWeightedPooling", "fit_normality_gate"]
-
-
-def fit_normality_gate(scores, gate, width):
-    """Threshold and softness of the normality gate from training image scores.
-
-    Parameters
-    ----------
-    scores : Tensor of shape (n,)
-        Image anomaly scores of the training images.
-    gate : "otsu", float or None
-        Otsu's split of ``scores``, a given threshold, or None (no gate).
-    width : float
-        Softness in standard deviations of ``scores``.
-
-    Returns
-    -------
-    threshold, scale : float or None
-        Both None when ``gate`` is None.
-    """
-    if gate is None:
-        return None, None
-    threshold = otsu_threshold(scores) if isinstance(gate, str) else float(gate)
-    spread = float(scores.double().std()) if scores.numel() > 1 else 0.0
-    return threshold, float(width) * spread
+__all__ = ["AnomalyWeightedPooling"]
 
 
 class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):

@@ -26,9 +26,13 @@ from ._utils import (
 )
 from ._validation import validate_feature_maps
 from .nn.contrastive import image_neighbors, otsu_threshold, train_contrastive_head
-from .nn.pooling import anomaly_weighted_pooling, image_scores, normality_gate
+from .nn.pooling import (
+    anomaly_weighted_pooling,
+    fit_normality_gate,
+    image_scores,
+    normality_gate,
+)
 from .nn.vae import minmax_scale, minmax_scale_stats
-from .pooling import fit_normality_gate
 
 __all__ = ["ContrastiveRefiner", "anomaly_threshold"]
 

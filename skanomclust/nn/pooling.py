@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import torch
 
+from .contrastive import otsu_threshold
 from .fca import gaussian_blur
 
-__all__ = ["anomaly_weighted_pooling", "image_scores", "normality_gate"]
+__all__ = [
+    "anomaly_weighted_pooling",
+    "fit_normality_gate",
+    "image_scores",
+    "normality_gate",
+]
 
 
 def anomaly_weighted_pooling(
@@ -90,3 +96,27 @@ def normality_gate(
     else:
         gate = (scores > threshold).to(descriptors.dtype)
     return torch.nn.functional.normalize(descriptors, dim=1) * gate[:, None]
+
+
+def fit_normality_gate(scores, gate, width):
+    """Threshold and softness of the normality gate from training image scores.
+
+    Parameters
+    ----------
+    scores : Tensor of shape (n,)
+        Image anomaly scores of the training images.
+    gate : "otsu", float or None
+        Otsu's split of ``scores``, a given threshold, or None (no gate).
+    width : float
+        Softness in standard deviations of ``scores``.
+
+    Returns
+    -------
+    threshold, scale : float or None
+        Both None when ``gate`` is None.
+    """
+    if gate is None:
+        return None, None
+    threshold = otsu_threshold(scores) if isinstance(gate, str) else float(gate)
+    spread = float(scores.double().std()) if scores.numel() > 1 else 0.0
+    return threshold, float(width) * spread
