@@ -16,7 +16,10 @@ layers unless ``--layers`` is given) and Ward:
 
 Steps 2 to 4 are run without (the paper) and with ``+gate`` (this package's
 normality gate on the descriptors, the default). ``--quick`` runs only
-``mean``, ``vae_fca+pool`` and the default full method.
+``mean``, ``vae_fca+pool`` and the default full method. Features are stored
+as ``--dtype`` (float16 by default, as in ``make_blind_pipeline``; the rows of
+``results/mtd.json`` were measured with float32 storage, those of
+``results/mtd_float16_256.json`` with float16).
 
 Also reports the k chosen by ``WardClustering(n_clusters="auto")`` on the
 full method's descriptors.
@@ -24,6 +27,7 @@ full method's descriptors.
 Usage::
 
     python benchmarks/bench_mtd.py [--sizes 256 512] [--protocols 6-class 5-class]
+        [--quick] [--dtype float16|float32] [--seed N] [--output FILE.json]
 
 Writes ``--output`` (JSON, default ``benchmarks/results/mtd.json``) and the
 same name with ``.md`` (a markdown table).
@@ -52,8 +56,13 @@ def _tag(gate):
     return " +gate" if gate else ""
 
 
-def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=False):
-    print(f"== {name}, {len(filenames)} images, k={k}, {size}px, layers {layers}", flush=True)
+def run_protocol(
+    name, filenames, target, k, size, seed, layers=None, quick=False, dtype="float16"
+):
+    print(
+        f"== {name}, {len(filenames)} images, k={k}, {size}px, layers {layers}, {dtype}",
+        flush=True,
+    )
     timings, rows = {}, []
 
     def record(variant, descriptors, stages, extra=None):
@@ -64,6 +73,7 @@ def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=Fals
             "image_size": size,
             "variant": variant,
             "layers": layers or "default",
+            "dtype": dtype,
             "nmi": round(report["nmi"], 4),
             "ari": round(report["ari"], 4),
             "f1": round(report["f1"], 4),
@@ -81,7 +91,9 @@ def run_protocol(name, filenames, target, k, size, seed, layers=None, quick=Fals
         )
 
     with stage(timings, "features"):
-        features = TextureFeatureExtractor(image_size=size, layers=layers).fit_transform(filenames)
+        features = TextureFeatureExtractor(
+            image_size=size, layers=layers, dtype=dtype
+        ).fit_transform(filenames)
     with stage(timings, "mean pooling"):
         means = features.mean(axis=(2, 3))
     record("mean", means, ["features", "mean pooling"])
@@ -152,6 +164,12 @@ def main():
         action="store_true",
         help="only mean, vae_fca+pool and the default full method (otsu threshold, gate)",
     )
+    parser.add_argument(
+        "--dtype",
+        choices=["float16", "float32"],
+        default="float16",
+        help="storage type of the features (default float16, as make_blind_pipeline)",
+    )
     parser.add_argument("--output", default=str(RESULTS / "mtd.json"))
     args = parser.parse_args()
 
@@ -163,7 +181,15 @@ def main():
         for protocol in args.protocols:
             if protocol == "6-class":
                 rows += run_protocol(
-                    protocol, list(filenames), target, len(data.target_names), size, args.seed
+                    protocol,
+                    list(filenames),
+                    target,
+                    len(data.target_names),
+                    size,
+                    args.seed,
+                    args.layers,
+                    args.quick,
+                    args.dtype,
                 )
             else:
                 keep = target != good
@@ -176,6 +202,7 @@ def main():
                     args.seed,
                     args.layers,
                     args.quick,
+                    args.dtype,
                 )
             RESULTS.mkdir(exist_ok=True)
             with open(args.output, "w") as handle:
@@ -188,11 +215,13 @@ def main():
 def write_table(rows, path):
     """Markdown table of the result rows."""
     lines = [
-        "| protocol | size | layers | variant | NMI | ARI | F1 | time (s) | peak RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| protocol | size | layers | features | variant | NMI | ARI | F1 | time (s) "
+        "| peak RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| {r['protocol']} | {r['image_size']} | {_layers(r['layers'])} | {r['variant']} | "
+        f"| {r['protocol']} | {r['image_size']} | {_layers(r['layers'])} | "
+        f"{r.get('dtype', 'float32')} | {r['variant']} | "
         f"{r['nmi']:.3f} | {r['ari']:.3f} | {r['f1']:.3f} | {r['seconds']:.0f} | "
         f"{r['peak_rss_mb']:.0f} |"
         for r in rows

@@ -15,13 +15,18 @@ map from the last one.
 from __future__ import annotations
 
 import numpy as np
+from sklearn import get_config
 from sklearn.utils.validation import validate_data
 
 __all__ = ["validate_feature_maps", "restore_layout"]
 
 
 def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
-    """Check ``X`` against the data contract and return 4-D float32 maps.
+    """Check ``X`` against the data contract and return 4-D float maps.
+
+    float32 and float16 inputs keep their dtype (half precision halves the
+    memory of the features travelling between steps; every step computes in
+    float32 one batch at a time); anything else is converted to float32.
 
     Parameters
     ----------
@@ -38,9 +43,10 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
 
     Returns
     -------
-    maps : ndarray of shape (n, C, h, w), float32
-        A view of ``X`` when it already is a writeable C-contiguous float32
-        array.
+    maps : ndarray of shape (n, C, h, w), float32 or float16
+        A view of ``X`` when it already is a writeable float32 or float16 array
+        whose images are C-contiguous blocks (a C-contiguous array, or a slice
+        of one along the channel axis).
     was_2d : bool
         Whether ``X`` was 2-D (callers then return 2-D output).
     """
@@ -60,10 +66,18 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
         X,
         reset=reset,
         allow_nd=True,
-        dtype=np.float32,
+        dtype=[np.float32, np.float16],
         ensure_min_features=min_channels if reset else 1,
-        order="C",
+        ensure_all_finite=False,  # checked below, without a full-size temporary
     )
+    per_image_blocks = X.ndim == 4 and X.strides[0] > 0 and X[0].flags.c_contiguous
+    if not (X.flags.c_contiguous or per_image_blocks):
+        # Each image must be one C-contiguous block; a slice of whole images along
+        # the channel axis (e.g. the features of a buffer that also holds the map)
+        # already is, and is used without a copy.
+        X = np.ascontiguousarray(X)
+    if not get_config()["assume_finite"]:
+        _check_finite(X, type(estimator).__name__)
     if not X.flags.writeable:
         # torch cannot wrap read-only arrays (read-only memmaps, pandas copy-on-write views)
         # without a warning about writes; nothing here writes to the input, but copy to be safe.
@@ -77,6 +91,25 @@ def validate_feature_maps(estimator, X, *, reset: bool, min_channels: int = 1):
     if X.ndim == 2:
         return X[:, :, None, None], True
     return X, False
+
+
+def _check_finite(X, name):
+    """Raise a ValueError naming the images whose maps hold NaN or infinity.
+
+    scikit-learn's own check sums the array in its dtype, which overflows in
+    float16 and then falls back to a full-size boolean temporary; a float64
+    sum needs no temporary.
+    """
+    with np.errstate(over="ignore", invalid="ignore"):
+        if np.isfinite(np.sum(X, dtype=np.float64)):
+            return
+        bad = [i for i in range(len(X)) if not np.isfinite(np.sum(X[i], dtype=np.float64))]
+    kind = "NaN" if any(np.isnan(X[i]).any() for i in bad) else "infinity"
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    raise ValueError(
+        f"Input X contains {kind} in sample(s) {shown} ({len(bad)} of {len(X)}); "
+        f"{name} needs finite feature maps."
+    )
 
 
 def restore_layout(maps: np.ndarray, was_2d: bool) -> np.ndarray:

@@ -207,7 +207,7 @@ def _relative_names(filenames, root):
     return out
 
 
-def _load_folder(path):
+def _load_folder(path, *, load_masks=True):
     from .datasets import load_texture_folder
 
     folder = Path(path)
@@ -216,7 +216,7 @@ def _load_folder(path):
     if not folder.is_dir():
         raise UserError(f"input {str(folder)!r} is not a folder")
     try:
-        return load_texture_folder(folder)
+        return load_texture_folder(folder, load_masks=load_masks)
     except ValueError as exc:
         raise UserError(_one_line(exc)) from None
 
@@ -294,31 +294,57 @@ def _run_pipeline(args, pipe, items, *, fit):
     With ``fit=True`` this fits exactly as ``pipe.fit(items)`` would; otherwise it
     assigns ``items`` to the fitted clusters as ``pipe.predict(items)`` would.
     """
+    import numpy as np
     from sklearn.utils import Bunch
 
     timings = {}
-    data = items
-    stages = [
-        ("features", "[1/4] features", "fit_transform", "transform"),
-        ("localizer", "[2/4] anomaly maps (VAE + FCA)", "fit_transform", "transform"),
-        ("refiner", "[3/4] contrastive descriptors", "fit_transform", "transform"),
-        ("clustering", "[4/4] Ward clustering", "fit_predict", "predict"),
-    ]
-    outputs = {}
-    for name, message, fit_method, apply_method in stages:
-        _log(args, f"{message} ...")
-        start = time.perf_counter()
-        data = getattr(pipe[name], fit_method if fit else apply_method)(data)
-        timings[name] = time.perf_counter() - start
-        outputs[name] = data
-    # The anomaly map is the localizer's last channel; its maximum is exactly
-    # ``pipe["localizer"].decision_function(features)``, without computing the maps twice.
-    maps = outputs["localizer"][:, -1]
+    extractor, localizer = pipe["features"], pipe["localizer"]
+
+    _log(args, "[1/4] features ...")
+    start = time.perf_counter()
+    if fit:
+        extractor.fit(items)
+    # Steps 1 and 2 share one buffer, the localizer's output (features + map): the
+    # same arrays as Pipeline.fit computes, without holding the features twice.
+    buffer = []
+
+    def allocate(shape):
+        n, c, h, w = shape
+        buffer.append(np.empty((n, c + 1, h, w), dtype=extractor.dtype))
+        return buffer[0][:, :c]
+
+    features = extractor._transform_into(items, allocate)
+    timings["features"] = time.perf_counter() - start
+
+    _log(args, "[2/4] anomaly maps (VAE + FCA) ...")
+    start = time.perf_counter()
+    if fit:
+        localizer.fit(features)
+    buffer[0][:, -1] = localizer.anomaly_maps(features)
+    data = buffer.pop()
+    del features
+    timings["localizer"] = time.perf_counter() - start
+    # The anomaly map as the next steps see it; its maximum is exactly
+    # ``localizer.decision_function(features)`` (up to the features' dtype).
+    maps = data[:, -1].astype(np.float32)
+
+    _log(args, "[3/4] contrastive descriptors ...")
+    start = time.perf_counter()
+    refiner = pipe["refiner"]
+    descriptors = refiner.fit_transform(data) if fit else refiner.transform(data)
+    del data
+    timings["refiner"] = time.perf_counter() - start
+
+    _log(args, "[4/4] Ward clustering ...")
+    start = time.perf_counter()
+    clustering = pipe["clustering"]
+    labels = clustering.fit_predict(descriptors) if fit else clustering.predict(descriptors)
+    timings["clustering"] = time.perf_counter() - start
     return Bunch(
-        labels=outputs["clustering"],
+        labels=labels,
         maps=maps,
         scores=maps.reshape(len(maps), -1).max(axis=1),
-        descriptors=outputs["refiner"],
+        descriptors=descriptors,
         timings=timings,
     )
 
@@ -426,7 +452,7 @@ def run_cluster(args) -> int:
     _check_backbone(args.backbone)
     input_folder = Path(args.input)
     output = _check_output(Path(args.output), args.overwrite, input_folder)
-    data = _load_folder(input_folder)
+    data = _load_folder(input_folder, load_masks=not args.no_pixel_metrics)
     _check_sizes(len(data.filenames), args.n_clusters)
     _log(args, data.DESCR.replace("\n", " "))
     pipe = _build_pipeline(args, args.n_clusters)
@@ -463,7 +489,7 @@ def run_predict(args) -> int:
             f"{str(model_path)!r} is not a model written by 'skanomclust cluster' "
             f"(expected a Pipeline with steps {', '.join(_STEPS)})"
         )
-    data = _load_folder(input_folder)
+    data = _load_folder(input_folder, load_masks=not args.no_pixel_metrics)
     _log(args, data.DESCR.replace("\n", " "))
     verbose = not args.quiet
     pipe.set_params(

@@ -75,6 +75,11 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         Side of the square the images are resized to (the paper uses 512).
     batch_size : int, default=16
         Images per forward pass.
+    dtype : {"float32", "float16"}, default="float32"
+        Storage type of the returned feature maps. ``"float16"`` halves their
+        memory (and that of the localizer's output, which carries them on);
+        the backbone and every later step still compute in float32, one batch
+        at a time. See the user guide for its measured effect.
     device : str, default="cpu"
         Torch device, e.g. ``"cpu"`` or ``"cuda"``.
     random_state : int, RandomState instance or None, default=None
@@ -123,6 +128,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         "weights": [str, os.PathLike, None],
         "image_size": [Interval(Integral, 8, None, closed="left")],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "dtype": [StrOptions({"float32", "float16"})],
         "device": [str, torch.device],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
@@ -138,6 +144,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         weights="offline",
         image_size=512,
         batch_size=16,
+        dtype="float32",
         device="cpu",
         random_state=None,
         verbose=False,
@@ -147,6 +154,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         self.weights = weights
         self.image_size = image_size
         self.batch_size = batch_size
+        self.dtype = dtype
         self.device = device
         self.random_state = random_state
         self.verbose = verbose
@@ -214,8 +222,17 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
 
         Returns
         -------
-        features : ndarray of shape (n_images, n_channels_out_, h, w), float32
+        features : ndarray of shape (n_images, n_channels_out_, h, w), of ``dtype``
             ``h = w = ceil(image_size / feature_stride_)`` for stride-8 layers.
+        """
+        return self._transform_into(X, lambda shape: np.empty(shape, dtype=self.dtype))
+
+    def _transform_into(self, X, allocate):
+        """:meth:`transform`, writing into ``allocate(shape)`` (an array or a view).
+
+        ``allocate`` is called once, with the output shape, after the first batch;
+        it lets a caller place the features inside a larger buffer (the command
+        line fills the localizer's output this way, without a second copy).
         """
         check_is_fitted(self, "extractor_")
         images = self._validate_images(X, reset=False)
@@ -227,7 +244,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
             for batch in images.iter_batches(self.batch_size, self.image_size, device):
                 maps = self.extractor_(batch).float().cpu().numpy()
                 if out is None:
-                    out = np.empty((len(images), *maps.shape[1:]), dtype=np.float32)
+                    out = allocate((len(images), *maps.shape[1:]))
                 out[start : start + len(maps)] = maps
                 start += len(maps)
                 bar.update(len(maps))

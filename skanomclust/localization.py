@@ -271,7 +271,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         bar = progress_bar(len(maps), self.verbose, "anomaly maps")
         with torch.inference_mode():
             for start in range(0, len(maps), self.batch_size):
-                batch = torch.from_numpy(maps[start : start + self.batch_size])
+                batch = torch.from_numpy(maps[start : start + self.batch_size]).float()
                 out[start : start + len(batch)] = self._maps_of_batch(batch).numpy()
                 bar.update(len(batch))
         bar.close()
@@ -287,11 +287,13 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         Returns
         -------
         Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
-            The features with the anomaly map as last channel, float32.
+            The features with the anomaly map as last channel, in the dtype of
+            ``X`` (float32, or float16 when the features are stored at half
+            precision).
         """
         check_is_fitted(self, "loss_curve_")
         maps, was_2d = validate_feature_maps(self, X, reset=False)
-        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=np.float32)
+        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
         out[:, :-1] = maps
         self._fill_maps(maps, out[:, -1])
         return self._wrap_output(restore_layout(out, was_2d), X)
@@ -330,5 +332,5 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.transformer_tags.preserves_dtype = ["float32", "float16"]
         return tags

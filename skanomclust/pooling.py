@@ -128,7 +128,7 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         """
         maps, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
         self.gate_threshold_, self.gate_scale_ = fit_normality_gate(
-            image_scores(torch.from_numpy(maps[:, -1])), self.gate, self.gate_width
+            image_scores(torch.from_numpy(maps[:, -1]).float()), self.gate, self.gate_width
         )
         self.n_features_out_ = self.n_features_in_ - 1
         return self
@@ -150,7 +150,7 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         out = np.empty((maps.shape[0], maps.shape[1] - 1), dtype=np.float32)
         with torch.inference_mode():
             for start in range(0, len(maps), self.batch_size):
-                chunk = torch.from_numpy(maps[start : start + self.batch_size])
+                chunk = torch.from_numpy(maps[start : start + self.batch_size]).float()
                 descriptors = anomaly_weighted_pooling(
                     chunk[:, :-1],
                     chunk[:, -1],

@@ -232,7 +232,7 @@ class ContrastiveRefiner(
         device = resolve_device(self.device)
         generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
         tensor = torch.from_numpy(maps)
-        features, scores = tensor[:, :-1], tensor[:, -1]
+        features, scores = tensor[:, :-1], tensor[:, -1].float()  # features: a view, any dtype
         descriptors = self._pool(features, scores)
         max_scores = image_scores(scores).numpy()
         if isinstance(self.threshold, str):
@@ -246,7 +246,7 @@ class ContrastiveRefiner(
         else:
             threshold = float(self.threshold)
         close, counter = image_neighbors(descriptors, min(self.n_neighbors, n - 1))
-        mins, maxs = minmax_scale_stats(features)
+        mins, maxs = (stat.float() for stat in minmax_scale_stats(features))
         bar = progress_bar(self.n_epochs, self.verbose, "contrastive")
         # The head's initialisation seeds torch's global generator (fork_rng): keep threads
         # that fit at the same time from drawing from each other's seed.
@@ -282,7 +282,7 @@ class ContrastiveRefiner(
         return torch.cat(
             [
                 anomaly_weighted_pooling(
-                    features[s : s + self.batch_size],
+                    features[s : s + self.batch_size].float(),
                     scores[s : s + self.batch_size],
                     tau=self.tau,
                 )
@@ -308,7 +308,7 @@ class ContrastiveRefiner(
         out = np.empty((maps.shape[0], self.out_channels), dtype=np.float32)
         with torch.inference_mode():
             for s in range(0, len(maps), self.batch_size):
-                chunk = torch.from_numpy(maps[s : s + self.batch_size])
+                chunk = torch.from_numpy(maps[s : s + self.batch_size]).float()
                 features, scores = chunk[:, :-1], chunk[:, -1]
                 mins, maxs = minmax_scale_stats(features)
                 scaled = minmax_scale(features, mins, maxs)

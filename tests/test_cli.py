@@ -141,7 +141,8 @@ def test_saved_model_is_the_fitted_pipeline(clustered, category):
     pipe.set_params(**FAST_PARAMS).fit(files)
     np.testing.assert_array_equal(pipe["clustering"].labels_, labels)
     scores = model["localizer"].decision_function(model["features"].transform(files))
-    np.testing.assert_allclose([float(row["anomaly_score"]) for row in rows], scores, rtol=1e-5)
+    # the CSV holds the maxima of the maps as the refiner saw them: stored in float16
+    np.testing.assert_allclose([float(row["anomaly_score"]) for row in rows], scores, rtol=1e-3)
 
 
 def test_predict_new_images(clustered, category, tmp_path, capsys):

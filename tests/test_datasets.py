@@ -336,6 +336,10 @@ def test_loader_missing_mask(mvtec):
     (mvtec / "ground_truth" / "scratch" / "a_mask.png").unlink()
     with pytest.raises(ValueError, match=r"No mask for defect image .*a\.png"):
         load_texture_folder(mvtec)
+    # labels only: the masks are not read, so a missing one does not matter
+    data = load_texture_folder(mvtec, load_masks=False)
+    assert data.masks is None and len(data.target) == len(data.filenames) == 6
+    assert "not read" in data.DESCR
 
 
 def test_loader_unreadable_image(tmp_path):

@@ -34,6 +34,14 @@ def test_output_shape_dtype_and_determinism(rgb_images):
     assert not np.array_equal(features, _extract(rgb_images, random_state=1))
 
 
+def test_half_precision_storage(rgb_images):
+    full = _extract(rgb_images)
+    half = _extract(rgb_images, dtype="float16")
+    assert half.dtype == np.float16 and half.shape == full.shape
+    # the backbone still runs in float32: only the storage is rounded
+    np.testing.assert_allclose(half.astype(np.float32), full, rtol=1e-3, atol=1e-3)
+
+
 def test_each_image_is_independent_of_the_batch(rgb_images):
     together = _extract(rgb_images, batch_size=3)
     one_by_one = _extract(rgb_images, batch_size=1)

@@ -5,6 +5,7 @@ import pytest
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skanomclust import BlindAnomalyLocalizer
+from skanomclust._validation import validate_feature_maps
 from skanomclust.localization import resize_anomaly_maps
 
 FAST = dict(n_steps=20, pixels_per_step=256, hidden_channels=32, latent_channels=8)
@@ -27,6 +28,34 @@ def test_shapes_and_last_channel(mode, maps_with_outlier):
     np.testing.assert_array_equal(out[:, :8], X)
     np.testing.assert_allclose(out[:, 8], localizer.anomaly_maps(X))
     assert (localizer.vae_ is None) == (mode == "fca")
+
+
+def test_a_channel_slice_of_a_larger_buffer_is_used_without_a_copy(maps_with_outlier):
+    buffer = np.zeros((6, 9, 20, 20), dtype=np.float32)
+    buffer[:, :8] = maps_with_outlier
+    view = buffer[:, :8]
+    maps, _ = validate_feature_maps(BlindAnomalyLocalizer(), view, reset=True)
+    assert np.shares_memory(maps, buffer)
+    localizer = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit(view)
+    reference = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit(maps_with_outlier)
+    np.testing.assert_array_equal(
+        localizer.anomaly_maps(view), reference.anomaly_maps(maps_with_outlier)
+    )
+    # other layouts are copied into C order first
+    fortran = np.asfortranarray(maps_with_outlier)
+    maps, _ = validate_feature_maps(BlindAnomalyLocalizer(), fortran, reset=True)
+    assert maps.flags.c_contiguous and not np.shares_memory(maps, fortran)
+
+
+def test_half_precision_features_give_the_same_maps(maps_with_outlier):
+    X = maps_with_outlier
+    half = X.astype(np.float16)
+    full_out = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit_transform(X)
+    half_out = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit_transform(half)
+    assert half_out.dtype == np.float16  # the features travel on at the input's precision
+    np.testing.assert_array_equal(half_out[:, :-1], half)
+    assert np.corrcoef(full_out[:, -1].ravel(), half_out[:, -1].ravel())[0, 1] > 0.999
+    assert np.argmax(half_out[:, -1].reshape(6, -1).max(axis=1)) == 2
 
 
 @pytest.mark.parametrize("mode", ["vae_fca", "fca", "vae"])
@@ -112,6 +141,20 @@ def test_parameter_validation(params, match, maps_with_outlier):
 def test_bad_inputs(X, match):
     with pytest.raises(ValueError, match=match):
         BlindAnomalyLocalizer().fit(X)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.float16])
+def test_non_finite_samples_are_named(dtype, maps_with_outlier):
+    X = maps_with_outlier.astype(dtype)
+    X[4, 1, 2, 3] = np.inf
+    with pytest.raises(ValueError, match=r"contains infinity in sample\(s\) 4 \(1 of 6\)"):
+        BlindAnomalyLocalizer().fit(X)
+    X[1, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"contains NaN in sample\(s\) 1, 4 \(2 of 6\)"):
+        BlindAnomalyLocalizer().fit(X)
+    # large but finite float16 maps must not be mistaken for overflow
+    big = np.full((3, 2, 64, 64), 60000, dtype=np.float16)
+    BlindAnomalyLocalizer("fca").fit(big)
 
 
 def test_channel_count_is_checked(maps_with_outlier):

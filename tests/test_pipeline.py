@@ -98,6 +98,7 @@ def test_every_parameter_is_reachable():
     for name in (
         "features__backbone",
         "features__image_size",
+        "features__dtype",
         "localizer__mode",
         "localizer__n_steps",
         "refiner__tau",
@@ -105,6 +106,7 @@ def test_every_parameter_is_reachable():
         "clustering__n_clusters",
     ):
         assert name in params
+    assert params["features__dtype"] == "float16"
 
 
 def test_without_contrastive_step_the_refiner_is_pooling():

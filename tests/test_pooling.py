@@ -51,6 +51,9 @@ def test_estimator_shapes_batches_and_2d():
     assert list(pooling.get_feature_names_out()) == [
         f"anomalyweightedpooling{i}" for i in range(3)
     ]
+    half = AnomalyWeightedPooling().fit_transform(X.astype(np.float16))
+    assert half.dtype == np.float32
+    np.testing.assert_allclose(half, AnomalyWeightedPooling().fit_transform(X), atol=1e-2)
 
 
 def test_needs_a_map_channel():

@@ -35,6 +35,15 @@ def test_shapes_and_determinism(localized):
     assert not np.array_equal(a, c)
 
 
+def test_half_precision_input(localized):
+    full = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized)
+    half = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized.astype(np.float16))
+    assert half.threshold_ == pytest.approx(full.threshold_, rel=1e-2)
+    out = half.transform(localized.astype(np.float16))
+    assert out.dtype == np.float32 and np.isfinite(out).all()
+    np.testing.assert_allclose(out, full.transform(localized), atol=0.05)
+
+
 def test_transform_is_per_sample(localized):
     refiner = ContrastiveRefiner(n_epochs=1, random_state=0, batch_size=5).fit(localized)
     whole = refiner.transform(localized)

@@ -176,7 +176,7 @@ def _load_masks(filenames, labels, gt_root, extensions):
     return masks
 
 
-def load_texture_folder(path, *, load_images=False, extensions=None):
+def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=None):
     """Load a folder of texture images, with class labels and defect masks if present.
 
     Three layouts are recognised, in this order:
@@ -204,6 +204,9 @@ def load_texture_folder(path, *, load_images=False, extensions=None):
     load_images : bool, default=False
         Whether to decode the images into ``images``. Without it only file names, labels
         and masks are returned (the image headers are still read for the mask sizes).
+    load_masks : bool, default=True
+        Whether to read the defect masks. False leaves ``masks`` None and saves their
+        memory (and the reading time) when only the class labels are needed.
     extensions : iterable of str, default=None
         File extensions counted as images, case-insensitive, with or without the dot.
         None means ``.png .jpg .jpeg .bmp .tif .tiff .webp``.
@@ -225,7 +228,8 @@ def load_texture_folder(path, *, load_images=False, extensions=None):
         masks : list of ndarray of dtype bool, or None
             One mask of shape (height, width) per image, True on defect pixels (mask
             value > 127); all False for ``good`` images. None when there is no
-            ``ground_truth`` folder (and for plain folders). All masks are read into
+            ``ground_truth`` folder (and for plain folders) or with ``load_masks=False``.
+            All masks are read into
             memory (for MTD: 1344 masks, about 140 MB).
         images : list of ndarray of dtype uint8, or None
             Only with ``load_images=True``: the pixels as stored, shape (height, width)
@@ -309,7 +313,10 @@ def load_texture_folder(path, *, load_images=False, extensions=None):
         target = np.repeat(
             np.arange(len(target_names), dtype=np.int64), [len(classes[n]) for n in target_names]
         )
-        if gt_root.is_dir():
+        if gt_root.is_dir() and not load_masks:
+            masks = None
+            layout += f", masks in {str(gt_root)!r} not read"
+        elif gt_root.is_dir():
             masks = _load_masks(filenames, labels, gt_root, extensions)
             layout += f", masks from {str(gt_root)!r}"
         else:

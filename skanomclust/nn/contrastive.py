@@ -212,7 +212,7 @@ def train_contrastive_head(
 
     def gather(codes):
         images, pixels = codes // (h * w), codes % (h * w)
-        vectors = flat[images, pixels]
+        vectors = flat[images, pixels].float()
         return scale(vectors, images).to(device)
 
     with torch.random.fork_rng(devices=[]):

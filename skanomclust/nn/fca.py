@@ -35,7 +35,7 @@ __all__ = [
 # 2-core CPU, 64-128 MB ran faster than 16 MB (more Python overhead per
 # channel) and 256 MB (worse cache use); on a GPU the number of kernel
 # launches dominates, so chunks are larger there.
-_CHUNK_BYTES = {"cpu": 128 * 2**20}
+_CHUNK_BYTES = {"cpu": 64 * 2**20}
 _CHUNK_BYTES_ACCELERATOR = 256 * 2**20
 
 
