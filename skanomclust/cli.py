@@ -304,14 +304,12 @@ def _run_pipeline(args, pipe, items, *, fit):
     start = time.perf_counter()
     if fit:
         extractor.fit(items)
+
     # Steps 1 and 2 share one buffer, the localizer's output (features + map): the
     # same arrays as Pipeline.fit computes, without holding the features twice.
-    buffer = []
-
     def allocate(shape):
         n, c, h, w = shape
-        buffer.append(np.empty((n, c + 1, h, w), dtype=extractor.dtype))
-        return buffer[0][:, :c]
+        return np.empty((n, c + 1, h, w), dtype=extractor.dtype)[:, :c]
 
     features = extractor._transform_into(items, allocate)
     timings["features"] = time.perf_counter() - start
@@ -320,8 +318,8 @@ def _run_pipeline(args, pipe, items, *, fit):
     start = time.perf_counter()
     if fit:
         localizer.fit(features)
-    buffer[0][:, -1] = localizer.anomaly_maps(features)
-    data = buffer.pop()
+    data = features.base  # the whole buffer: features, then the map channel
+    data[:, -1] = localizer.anomaly_maps(features)
     del features
     timings["localizer"] = time.perf_counter() - start
     # The anomaly map as the next steps see it; its maximum is exactly

@@ -46,7 +46,7 @@ def make_blind_pipeline(
         :class:`TextureFeatureExtractor`; every step computes in float32).
         Half precision halves the memory of the two largest arrays; on MTD
         its anomaly maps correlate with the float32 ones at 0.9999 (user
-        guide, "Speed and memory").
+        guide, "Speed, memory and threads").
     device : str, default="cpu"
         Torch device of every step.
     contrastive : bool, default=True

@@ -229,8 +229,7 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
             One mask of shape (height, width) per image, True on defect pixels (mask
             value > 127); all False for ``good`` images. None when there is no
             ``ground_truth`` folder (and for plain folders) or with ``load_masks=False``.
-            All masks are read into
-            memory (for MTD: 1344 masks, about 140 MB).
+            All masks are read into memory (for MTD: 1344 masks, about 140 MB).
         images : list of ndarray of dtype uint8, or None
             Only with ``load_images=True``: the pixels as stored, shape (height, width)
             for single-channel images (grayscale, 16-bit scaled to 8 bits) and
