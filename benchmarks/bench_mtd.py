@@ -15,11 +15,19 @@ layers unless ``--layers`` is given) and Ward:
    (``otsu``: k-free; ``kmeans``: the paper's heuristic, needs k).
 
 Steps 2 to 4 are run without (the paper) and with ``+gate`` (this package's
-normality gate on the descriptors, the default). ``--quick`` runs only
-``mean``, ``vae_fca+pool`` and the default full method. Features are stored
-as ``--dtype`` (float16 by default, as in ``make_blind_pipeline``; the rows of
-``results/mtd.json`` were measured with float32 storage, those of
-``results/mtd_float16_256.json`` with float16).
+normality gate on the descriptors, the default). Every map has the
+localizer's position baseline subtracted (the default); the rows marked
+``paper frame`` use the same VAE + FCA maps post-processed as the paper does
+instead (no baseline, a 5-cell frame cleared). ``--quick`` runs only
+``mean``, ``vae_fca+pool`` (both post-processings) and the default full
+method. Features are stored
+as ``--dtype`` (float16 by default, as in ``make_blind_pipeline``).
+
+``results/mtd.json`` holds the current rows. Two earlier runs, before the
+position baseline existed (every map post-processed with the paper's frame),
+are kept for reference: ``results/mtd_paper_frame_float32.json`` (float32
+features, 256 and 512 px, both protocols) and
+``results/mtd_paper_frame_float16_256.json`` (float16, 256 px, ``--quick``).
 
 Also reports the k chosen by ``WardClustering(n_clusters="auto")`` on the
 full method's descriptors.
@@ -90,6 +98,14 @@ def run_protocol(
             flush=True,
         )
 
+    def pooling_rows(variant, data, maps_stage, suffix=""):
+        """Anomaly-weighted pooling + Ward, without and with the gate."""
+        for gate in (None, "otsu"):
+            step = f"{variant} pooling{suffix}{_tag(gate)}"
+            with stage(timings, step):
+                pooled = AnomalyWeightedPooling(gate=gate).fit_transform(data)
+            record(f"{variant}+pool{_tag(gate)}{suffix}", pooled, ["features", maps_stage, step])
+
     with stage(timings, "features"):
         features = TextureFeatureExtractor(
             image_size=size, layers=layers, dtype=dtype
@@ -101,26 +117,35 @@ def run_protocol(
     if not quick:
         with stage(timings, "fca maps"):
             fca_out = BlindAnomalyLocalizer("fca").fit_transform(features)
-        for gate in (None, "otsu"):
-            with stage(timings, f"fca pooling{_tag(gate)}"):
-                pooled = AnomalyWeightedPooling(gate=gate).fit_transform(fca_out)
-            record(f"fca+pool{_tag(gate)}", pooled, ["features", "fca maps", "fca pooling"])
+        pooling_rows("fca", fca_out, "fca maps")
         del fca_out
 
     localizer = BlindAnomalyLocalizer("vae_fca", random_state=seed)
-    with stage(timings, "vae fit"):
-        localizer.fit(features)
-    with stage(timings, "vae_fca maps"):
-        localized = localizer.transform(features)
+    with stage(timings, "vae_fca maps"):  # VAE training, maps and their position baseline
+        localized = localizer.fit_transform(features)
     del features
-    for gate in (None, "otsu"):
-        with stage(timings, f"vae_fca pooling{_tag(gate)}"):
-            pooled = AnomalyWeightedPooling(gate=gate).fit_transform(localized)
+    pooling_rows("vae_fca", localized, "vae_fca maps")
+
+    # The same maps as the paper post-processes them: no position baseline, a
+    # 5-cell frame cleared (its value for 64-cell maps). Map + baseline_ is the
+    # raw map; the map channel is swapped in place and restored afterwards.
+    ours = localized[:, -1].copy()
+    paper = ours.astype(np.float32) + localizer.baseline_
+    paper[:, :5], paper[:, -5:], paper[:, :, :5], paper[:, :, -5:] = 0, 0, 0, 0
+    localized[:, -1] = paper
+    pooling_rows("vae_fca", localized, "vae_fca maps", ", paper frame")
+    if not quick:
+        step = "contrastive (otsu, gate), paper frame"
+        refiner = ContrastiveRefiner(n_clusters=k, random_state=seed)
+        with stage(timings, step):
+            descriptors = refiner.fit_transform(localized)
         record(
-            f"vae_fca+pool{_tag(gate)}",
-            pooled,
-            ["features", "vae fit", "vae_fca maps", f"vae_fca pooling{_tag(gate)}"],
+            "full (otsu threshold, gate), paper frame",
+            descriptors,
+            ["features", "vae_fca maps", step],
         )
+    localized[:, -1] = ours
+    del ours, paper
 
     configs = [("kmeans", None), ("kmeans", "otsu"), ("otsu", None), ("otsu", "otsu")]
     for rule, gate in configs[-1:] if quick else configs:
@@ -132,7 +157,7 @@ def run_protocol(
         record(
             f"full ({rule} threshold{', gate' if gate else ''})",
             descriptors,
-            ["features", "vae fit", "vae_fca maps", step],
+            ["features", "vae_fca maps", step],
             {
                 "threshold": refiner.threshold_,
                 "anomalous_share": refiner.anomalous_share_,

@@ -39,18 +39,19 @@ print("features:", features.shape)
 # small, so it mostly learns to reconstruct normal texture. FCA then compares
 # every 7 x 7 neighbourhood of the residual with the typical neighbourhood of
 # the image (rank by rank, a 1-D Wasserstein distance), giving one value per
-# cell: the anomaly map. ``mode="fca"`` skips the VAE (zero-shot FCA on the
-# features themselves), for comparison.
+# cell: the anomaly map. From every map the localizer subtracts the median map
+# of the training images at each position (``baseline_``), which removes the
+# response all images share at the map's edges. ``mode="fca"`` skips the VAE
+# (zero-shot FCA on the features themselves), for comparison.
 localizer = BlindAnomalyLocalizer(
     n_steps=200,
     pixels_per_step=1024,
     hidden_channels=128,
     latent_channels=32,
-    border="auto",
     random_state=0,
 ).fit(features)
 maps = localizer.anomaly_maps(features, image_sizes=(128, 128))
-zero_shot = BlindAnomalyLocalizer("fca", border="auto").fit(features)
+zero_shot = BlindAnomalyLocalizer("fca").fit(features)
 maps_fca = zero_shot.anomaly_maps(features, image_sizes=(128, 128))
 print("anomaly maps:", maps.shape)
 

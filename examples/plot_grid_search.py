@@ -62,7 +62,6 @@ pipeline.set_params(
     localizer__pixels_per_step=512,
     localizer__hidden_channels=128,
     localizer__latent_channels=32,
-    localizer__border="auto",
 )
 print(f"weights={weights!r}")
 

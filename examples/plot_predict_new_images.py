@@ -36,7 +36,6 @@ pipeline.set_params(
     localizer__pixels_per_step=1024,
     localizer__hidden_channels=128,
     localizer__latent_channels=32,
-    localizer__border="auto",
 )
 labels = pipeline.fit_predict(data.images[first])
 print(

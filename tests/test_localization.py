@@ -68,6 +68,44 @@ def test_the_anomaly_is_found(mode, maps_with_outlier):
     assert np.argmax(scores) == 2
 
 
+def test_position_baseline_is_the_median_of_the_training_maps(maps_with_outlier):
+    X = maps_with_outlier
+    raw = BlindAnomalyLocalizer("fca", baseline=None).fit(X)
+    localizer = BlindAnomalyLocalizer("fca").fit(X)
+    assert raw.baseline_ is None and localizer.baseline_.shape == (20, 20)
+    raw_maps = raw.anomaly_maps(X)
+    np.testing.assert_array_equal(localizer.baseline_, np.sort(raw_maps, axis=0)[2])
+    maps = localizer.anomaly_maps(X)
+    np.testing.assert_allclose(maps, raw_maps - localizer.baseline_, rtol=1e-6)
+    np.testing.assert_array_equal(np.sort(maps, axis=0)[2], 0.0)  # typical is now zero
+    # fit_transform computes the maps once, with the same result
+    np.testing.assert_array_equal(BlindAnomalyLocalizer("fca").fit_transform(X)[:, -1], maps)
+    np.testing.assert_array_equal(localizer.transform(X)[:, -1], maps)
+
+
+def test_position_baseline_keeps_defects_at_the_border():
+    rng = np.random.default_rng(0)
+    X = rng.normal(0, 0.1, (12, 8, 20, 20)).astype(np.float32)
+    X[:, :, :, :2] += np.linspace(0.5, 1.0, 8, dtype=np.float32)[:, None, None]  # in all
+    X[5, :, 0:3, 9:12] += 3.0  # a defect at the top edge of image 5
+    with_baseline = BlindAnomalyLocalizer("fca").fit(X)
+    maps = with_baseline.anomaly_maps(X)
+    assert np.argmax(with_baseline.decision_function(X)) == 5
+    peak = np.unravel_index(np.argmax(maps[5]), maps[5].shape)
+    assert peak[0] <= 3 and 8 <= peak[1] <= 12
+    # the paper's frame erases that defect
+    framed = BlindAnomalyLocalizer("fca", baseline=None, border=5).fit(X)
+    assert framed.anomaly_maps(X)[5, :3].max() == 0.0
+
+
+def test_position_baseline_needs_maps_of_the_fitted_size(maps_with_outlier):
+    localizer = BlindAnomalyLocalizer("fca").fit(maps_with_outlier)
+    with pytest.raises(ValueError, match=r"\(20, 20\) maps this localizer was fitted on"):
+        localizer.transform(maps_with_outlier[:, :, :16, :16])
+    unfitted_size = BlindAnomalyLocalizer("fca", baseline=None).fit(maps_with_outlier)
+    assert unfitted_size.transform(maps_with_outlier[:, :, :16, :16]).shape == (6, 9, 16, 16)
+
+
 def test_determinism(maps_with_outlier):
     a = BlindAnomalyLocalizer(random_state=3, **FAST).fit_transform(maps_with_outlier)
     b = BlindAnomalyLocalizer(random_state=3, **FAST).fit_transform(maps_with_outlier)

@@ -4,6 +4,7 @@ from .fca import (
     fca_reference,
     feature_correspondence_analysis,
     gaussian_blur,
+    position_baseline,
     postprocess_anomaly_maps,
 )
 from .vae import (
@@ -22,6 +23,7 @@ __all__ = [
     "gaussian_blur",
     "minmax_scale",
     "minmax_scale_stats",
+    "position_baseline",
     "postprocess_anomaly_maps",
     "train_pixel_vae",
     "vae_loss",
