@@ -23,7 +23,9 @@ instead (no baseline, a 5-cell frame cleared). ``--quick`` runs only
 method. Features are stored
 as ``--dtype`` (float16 by default, as in ``make_blind_pipeline``).
 
-``results/mtd.json`` holds the current rows. Two earlier runs, before the
+``results/mtd.json`` holds the current rows (seed 0);
+``results/mtd_5class_seed1.json`` and ``..._seed2.json`` repeat the 5-class
+protocol with ``--seed 1`` and ``--seed 2``. Two earlier runs, before the
 position baseline existed (every map post-processed with the paper's frame),
 are kept for reference: ``results/mtd_paper_frame_float32.json`` (float32
 features, 256 and 512 px, both protocols) and
