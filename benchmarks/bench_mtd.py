@@ -50,6 +50,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import torch
 from _common import MTD, RESULTS, machine, mtd_or_exit, stage
 
 from skanomclust import (
@@ -60,6 +61,7 @@ from skanomclust import (
     WardClustering,
 )
 from skanomclust.metrics import clustering_report
+from skanomclust.nn import postprocess_anomaly_maps
 
 
 def _tag(gate):
@@ -132,9 +134,8 @@ def run_protocol(
     # 5-cell frame cleared (its value for 64-cell maps). Map + baseline_ is the
     # raw map; the map channel is swapped in place and restored afterwards.
     ours = localized[:, -1].copy()
-    paper = ours.astype(np.float32) + localizer.baseline_
-    paper[:, :5], paper[:, -5:], paper[:, :, :5], paper[:, :, -5:] = 0, 0, 0, 0
-    localized[:, -1] = paper
+    paper = torch.from_numpy(ours.astype(np.float32) + localizer.baseline_)
+    localized[:, -1] = postprocess_anomaly_maps(paper, blur_sigma=None, border=5).numpy()
     pooling_rows("vae_fca", localized, "vae_fca maps", ", paper frame")
     if not quick:
         step = "contrastive (otsu, gate), paper frame"

@@ -287,7 +287,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
             self._fill_maps(maps, anomaly)  # no baseline yet: the raw maps
             if self.baseline == "median":
                 self.baseline_ = position_baseline(torch.from_numpy(anomaly)).numpy()
-                anomaly -= self.baseline_
+                self._subtract_baseline(anomaly)
         return maps, was_2d, anomaly
 
     def _border(self, h, w):
@@ -328,10 +328,15 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         """
         check_is_fitted(self, "loss_curve_")
         maps, _ = validate_feature_maps(self, X, reset=False)
+        out = self._maps_of(maps)
+        return out if image_sizes is None else resize_anomaly_maps(out, image_sizes)
+
+    def _maps_of(self, maps):
+        """Float32 (n, h, w) maps of validated features, baseline subtracted."""
         out = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
         self._fill_maps(maps, out)
         self._subtract_baseline(out)
-        return out if image_sizes is None else resize_anomaly_maps(out, image_sizes)
+        return out
 
     def _subtract_baseline(self, out):
         if self.baseline_ is None:
@@ -377,10 +382,8 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         """
         check_is_fitted(self, "loss_curve_")
         maps, was_2d = validate_feature_maps(self, X, reset=False)
-        anomaly = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
-        self._fill_maps(maps, anomaly)
-        self._subtract_baseline(anomaly)
-        return self._wrap_output(restore_layout(self._append(maps, anomaly), was_2d), X)
+        out = self._append(maps, self._maps_of(maps))
+        return self._wrap_output(restore_layout(out, was_2d), X)
 
     def get_feature_names_out(self, input_features=None):
         """Names of the output channels: the input channels, then ``"anomaly_score"``.
