@@ -10,6 +10,8 @@ from skanomclust.nn import (
     feature_correspondence_analysis,
     gaussian_blur,
     postprocess_anomaly_maps,
+    principal_channels,
+    project_channels,
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -309,3 +311,49 @@ def test_postprocess_small_maps_and_bad_border(generator):
     assert out.shape == maps.shape and torch.isfinite(out).all()
     with pytest.raises(ValueError, match="border"):
         postprocess_anomaly_maps(maps, border=-1)
+
+
+# --------------------------------------------------------------------------- channel reduction
+
+
+def test_principal_channels_match_sklearn_pca(generator):
+    from sklearn.decomposition import PCA
+
+    mixing = torch.randn(6, 10, generator=generator, dtype=torch.float64)
+    samples = torch.randn(500, 6, generator=generator, dtype=torch.float64) @ mixing + 3.0
+    components, mean = principal_channels(samples, 4)
+    assert components.shape == (4, 10) and components.dtype == torch.float64
+    torch.testing.assert_close(mean, samples.mean(0))
+    torch.testing.assert_close(components @ components.T, torch.eye(4, dtype=torch.float64))
+    reference = PCA(4, svd_solver="full").fit(samples.numpy()).components_
+    # same directions up to sign; the sign makes each row's largest entry positive
+    signs = np.sign((components.numpy() * reference).sum(1))
+    np.testing.assert_allclose(components.numpy(), reference * signs[:, None], atol=1e-8)
+    rows = torch.arange(4)
+    assert (components[rows, components.abs().argmax(1)] > 0).all()
+    # the sign convention makes the result independent of the samples' sign
+    flipped, _ = principal_channels(-samples, 4)
+    torch.testing.assert_close(flipped, components)
+
+
+def test_project_channels_is_the_centred_coordinates(generator):
+    features = torch.randn(2, 5, 3, 4, generator=generator)
+    components, mean = principal_channels(features.permute(0, 2, 3, 1).reshape(-1, 5), 2)
+    out = project_channels(features, components, mean)
+    assert out.shape == (2, 2, 3, 4)
+    expected = (features.permute(0, 2, 3, 1).reshape(-1, 5) - mean) @ components.T
+    torch.testing.assert_close(out.permute(0, 2, 3, 1).reshape(-1, 2), expected)
+    full, full_mean = principal_channels(features.permute(0, 2, 3, 1).reshape(-1, 5), 5)
+    back = torch.einsum("nkhw,kc->nchw", project_channels(features, full, full_mean), full)
+    torch.testing.assert_close(back + full_mean[:, None, None], features, atol=1e-5, rtol=1e-5)
+
+
+def test_channel_reduction_rejects_bad_arguments(generator):
+    samples = torch.randn(4, 3, generator=generator)
+    for bad in (0, 4, 2.0):
+        with pytest.raises(ValueError, match="n_components"):
+            principal_channels(samples, bad)
+    with pytest.raises(ValueError, match="samples"):
+        principal_channels(samples[None], 1)
+    with pytest.raises(ValueError, match="do not match"):
+        project_channels(torch.randn(1, 4, 2, 2), torch.eye(3), torch.zeros(3))

@@ -2,11 +2,13 @@
 
 import numpy as np
 import pytest
+import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skanomclust import BlindAnomalyLocalizer
 from skanomclust._validation import validate_feature_maps
 from skanomclust.localization import resize_anomaly_maps
+from skanomclust.nn import feature_correspondence_analysis, postprocess_anomaly_maps
 
 FAST = dict(n_steps=20, pixels_per_step=256, hidden_channels=32, latent_channels=8)
 
@@ -104,6 +106,54 @@ def test_position_baseline_needs_maps_of_the_fitted_size(maps_with_outlier):
         localizer.transform(maps_with_outlier[:, :, :16, :16])
     unfitted_size = BlindAnomalyLocalizer("fca", baseline=None).fit(maps_with_outlier)
     assert unfitted_size.transform(maps_with_outlier[:, :, :16, :16]).shape == (6, 9, 16, 16)
+
+
+@pytest.mark.parametrize("mode", ["vae_fca", "fca"])
+def test_fca_reads_the_projected_input(mode, maps_with_outlier):
+    X = maps_with_outlier
+    localizer = BlindAnomalyLocalizer(mode, fca_components=3, random_state=0, **FAST).fit(X)
+    components, mean = localizer.fca_components_, localizer.fca_mean_
+    assert components.shape == (3, 8) and mean.shape == (8,)
+    np.testing.assert_allclose(components @ components.T, np.eye(3), atol=1e-5)
+    # the maps are FCA of the projected residuals (or scaled features), post-processed
+    with torch.inference_mode():
+        source = localizer._fca_input(torch.from_numpy(X))
+        projected = torch.einsum(
+            "nchw,kc->nkhw",
+            source - torch.from_numpy(mean)[:, None, None],
+            torch.from_numpy(components),
+        )
+        expected = postprocess_anomaly_maps(feature_correspondence_analysis(projected), border=0)
+    expected = expected.numpy() - localizer.baseline_
+    np.testing.assert_allclose(localizer.anomaly_maps(X), expected, rtol=1e-4, atol=1e-5)
+    # the defect survives the projection
+    assert np.argmax(localizer.decision_function(X)) == 2
+
+
+def test_no_projection_without_fewer_components_than_channels(maps_with_outlier):
+    X = maps_with_outlier
+    maps = {}
+    for k in (None, 8, 96):
+        localizer = BlindAnomalyLocalizer(fca_components=k, random_state=0, **FAST).fit(X)
+        assert localizer.fca_components_ is None and localizer.fca_mean_ is None
+        maps[k] = localizer.anomaly_maps(X)
+    np.testing.assert_array_equal(maps[None], maps[8])
+    np.testing.assert_array_equal(maps[None], maps[96])
+    vae_only = BlindAnomalyLocalizer("vae", fca_components=2, random_state=0, **FAST).fit(X)
+    assert vae_only.fca_components_ is None
+    projected = BlindAnomalyLocalizer(fca_components=2, random_state=0, **FAST).fit(X)
+    assert not np.allclose(projected.anomaly_maps(X), maps[None])
+
+
+def test_no_projection_from_too_few_pixels():
+    X = np.random.default_rng(1).normal(size=(2, 40, 4, 4)).astype(np.float32)
+    few = BlindAnomalyLocalizer("fca", fca_components=4).fit(X)  # 32 pixels < 10 x 40
+    assert few.fca_components_ is None
+    np.testing.assert_array_equal(
+        few.transform(X), BlindAnomalyLocalizer("fca", fca_components=None).fit_transform(X)
+    )
+    enough = BlindAnomalyLocalizer("fca", fca_components=4).fit(np.tile(X, (13, 1, 1, 1)))
+    assert enough.fca_components_.shape == (4, 40)  # 26 images x 16 pixels >= 400
 
 
 def test_determinism(maps_with_outlier):

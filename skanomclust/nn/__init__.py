@@ -6,6 +6,8 @@ from .fca import (
     gaussian_blur,
     position_baseline,
     postprocess_anomaly_maps,
+    principal_channels,
+    project_channels,
 )
 from .vae import (
     PixelVAE,
@@ -25,6 +27,8 @@ __all__ = [
     "minmax_scale_stats",
     "position_baseline",
     "postprocess_anomaly_maps",
+    "principal_channels",
+    "project_channels",
     "train_pixel_vae",
     "vae_loss",
     "vae_residuals",
