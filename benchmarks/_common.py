@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import threading
@@ -75,6 +76,13 @@ def machine() -> dict:
         "torch": torch.__version__,
         "load_average_at_end": os.getloadavg(),
     }
+
+
+def save_rows(path, data, rows) -> None:
+    """Write the result rows so far, with the data path and the machine, as JSON."""
+    RESULTS.mkdir(exist_ok=True)
+    with open(path, "w") as handle:
+        json.dump({"data": str(data), "rows": rows, "machine": machine()}, handle, indent=2)
 
 
 def mtd_or_exit(path=MTD):

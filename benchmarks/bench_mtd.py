@@ -46,12 +46,11 @@ same name with ``.md`` (a markdown table).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from _common import MTD, RESULTS, machine, mtd_or_exit, stage
+from _common import MTD, RESULTS, mtd_or_exit, save_rows, stage
 
 from skanomclust import (
     AnomalyWeightedPooling,
@@ -232,11 +231,7 @@ def main():
                     args.quick,
                     args.dtype,
                 )
-            RESULTS.mkdir(exist_ok=True)
-            with open(args.output, "w") as handle:
-                json.dump(
-                    {"data": args.data, "rows": rows, "machine": machine()}, handle, indent=2
-                )
+            save_rows(args.output, args.data, rows)
     write_table(rows, Path(args.output).with_suffix(".md"))
 
 

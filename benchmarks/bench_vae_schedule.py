@@ -25,12 +25,11 @@ same name with ``.md``.
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
-from _common import MTD, RESULTS, machine, mtd_or_exit
+from _common import MTD, RESULTS, mtd_or_exit, save_rows
 from sklearn.metrics import roc_auc_score
 
 from skanomclust import (
@@ -101,11 +100,7 @@ def main():
                 f"5c NMI {row['5c']['nmi']:.3f} ARI {row['5c']['ari']:.3f}",
                 flush=True,
             )
-            RESULTS.mkdir(exist_ok=True)
-            with open(args.output, "w") as handle:
-                json.dump(
-                    {"data": args.data, "rows": rows, "machine": machine()}, handle, indent=2
-                )
+            save_rows(args.output, args.data, rows)
     write_table(rows, Path(args.output).with_suffix(".md"))
 
 
