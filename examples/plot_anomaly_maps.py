@@ -61,7 +61,8 @@ print("anomaly maps:", maps.shape)
 # One image of each class: the image, its ground-truth mask, the zero-shot
 # FCA map, the VAE + FCA map, and the region above a threshold outlined on
 # the image. The threshold is the one the contrastive step uses to label
-# pixels: Otsu's split of the image scores (below).
+# pixels when the number of clusters is not given: Otsu's split of the image
+# scores (below).
 scores = maps.reshape(len(maps), -1).max(axis=1)
 threshold = anomaly_threshold(scores, None, rule="otsu")
 examples = [int(np.flatnonzero(data.target == k)[0]) for k in range(len(data.target_names))]
@@ -100,7 +101,8 @@ for name, candidate in [("FCA (zero-shot)", maps_fca), ("VAE + FCA", maps)]:
 # An image's anomaly score is the maximum of its map
 # (:meth:`~skanomclust.BlindAnomalyLocalizer.decision_function`). Defect-free
 # images score low, defective ones high; Otsu's threshold between the two
-# groups needs no label and no number of clusters.
+# groups needs no label and no number of clusters. (Given k, the refiner uses
+# the paper's k-means rule instead: ``ContrastiveRefiner(threshold="auto")``.)
 fig, ax = plt.subplots(figsize=(7, 3))
 bins = np.linspace(scores.min(), scores.max(), 40)
 for k, name in enumerate(data.target_names):

@@ -244,6 +244,7 @@ def _settings(args, pipe, extra):
         "seed": pipe["localizer"].random_state,
         "parameters": dict(getattr(args, "param", None) or []),
         "pixel_threshold": float(pipe["refiner"].threshold_),
+        "pixel_threshold_rule": pipe["refiner"].threshold_rule_,
         "skanomclust": __version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),

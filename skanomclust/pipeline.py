@@ -38,7 +38,11 @@ def make_blind_pipeline(
     Parameters
     ----------
     n_clusters : int or "auto", default="auto"
-        Number of anomaly types (including "no anomaly"), or "auto".
+        Number of anomaly types (including "no anomaly"), or "auto". An int
+        goes to the clustering step and to the refiner, whose pixel threshold
+        then follows the paper's k-means rule (Otsu's with "auto"). To try
+        another k on a built pipeline, set both ``clustering__n_clusters`` and
+        ``refiner__n_clusters``.
     backbone, weights, image_size :
         Passed to :class:`TextureFeatureExtractor`.
     dtype : {"float16", "float32"}, default="float16"
@@ -51,8 +55,8 @@ def make_blind_pipeline(
         Torch device of every step.
     contrastive : bool, default=True
         Train the contrastive head (paper step 5). False pools the backbone
-        features directly: about 40 s less on MTD's 1344 images at 256 px, and
-        on MTD as good or better (``benchmarks/results/mtd.md``), because the
+        features directly: about 35 s less on MTD's 1344 images at 256 px, and
+        on MTD as good within noise (user guide, "Results on MTD"), because the
         contrastive step learns from pixel labels as noisy as the maps.
     random_state : int, RandomState instance or None, default=None
         Seeds every random step (the same value for each).
@@ -89,7 +93,12 @@ def make_blind_pipeline(
             (
                 (
                     "refiner",
-                    ContrastiveRefiner(device=device, random_state=random_state, verbose=verbose),
+                    ContrastiveRefiner(
+                        n_clusters=None if n_clusters == "auto" else n_clusters,
+                        device=device,
+                        random_state=random_state,
+                        verbose=verbose,
+                    ),
                 )
                 if contrastive
                 else ("pooling", AnomalyWeightedPooling())

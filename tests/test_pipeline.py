@@ -43,9 +43,10 @@ def fitted(synthetic):
 def test_recovers_the_synthetic_defect_types(synthetic, fitted):
     _, labels = fitted
     report = clustering_report(synthetic.target, labels)
-    # Measured at these settings (seed 0, default three-stage features and normality gate):
-    # NMI 0.351, ARI 0.209; mean-pooled features + Ward score NMI 0.03 on the same images,
-    # and random labels about 0.06.
+    # Measured at these settings (seed 0, default three-stage features, normality gate and
+    # k-means pixel threshold; Otsu's gives the same partition): NMI 0.415, ARI 0.263;
+    # mean-pooled features + Ward score NMI 0.03 on the same images, and random labels
+    # about 0.06.
     assert report["nmi"] > 0.30
     assert report["ari"] > 0.15
 
@@ -107,6 +108,9 @@ def test_every_parameter_is_reachable():
     ):
         assert name in params
     assert params["features__dtype"] == "float16"
+    # k reaches the refiner's threshold rule; "auto" leaves it to Otsu's k-free rule
+    assert params["refiner__n_clusters"] == 4 and params["refiner__threshold"] == "auto"
+    assert make_blind_pipeline().get_params()["refiner__n_clusters"] is None
 
 
 def test_without_contrastive_step_the_refiner_is_pooling():

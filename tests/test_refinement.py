@@ -63,6 +63,18 @@ def test_threshold_rules_separate_the_planted_anomalies(threshold, localized):
     assert 0.01 < refiner.threshold_ < 1.0
 
 
+def test_auto_rule_uses_kmeans_only_when_k_is_given(localized):
+    auto = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized)
+    otsu = ContrastiveRefiner(threshold="otsu", n_epochs=1, random_state=0).fit(localized)
+    assert auto.threshold_rule_ == "otsu" and auto.threshold_ == otsu.threshold_
+    with_k = ContrastiveRefiner(n_clusters=4, n_epochs=1, random_state=0).fit(localized)
+    kmeans = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
+    assert with_k.threshold_rule_ == "kmeans"
+    assert with_k.threshold_ == kmeans.fit(localized).threshold_
+    given = ContrastiveRefiner(threshold=0.5, n_clusters=4, n_epochs=1).fit(localized)
+    assert given.threshold_rule_ == "given" and given.threshold_ == 0.5
+
+
 def test_kmeans_rule_needs_k(localized):
     with pytest.raises(ValueError, match="needs n_clusters"):
         ContrastiveRefiner(threshold="kmeans", n_epochs=1).fit(localized)

@@ -200,7 +200,6 @@ def train_contrastive_head(
         Mean loss of each epoch.
     """
     n, c, h, w = features.shape
-    flat = features.permute(0, 2, 3, 1).reshape(n, h * w, c)
     positives = [torch.nonzero(a.flatten()).flatten() for a in anomalous]
     negatives = [torch.nonzero(~a.flatten()).flatten() for a in anomalous]
 
@@ -212,7 +211,8 @@ def train_contrastive_head(
 
     def gather(codes):
         images, pixels = codes // (h * w), codes % (h * w)
-        vectors = flat[images, pixels].float()
+        # indexing the (n, C, h, w) tensor directly: no (n, h * w, C) copy of all features
+        vectors = features[images, :, pixels // w, pixels % w].float()
         return scale(vectors, images).to(device)
 
     with torch.random.fork_rng(devices=[]):
