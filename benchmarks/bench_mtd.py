@@ -16,15 +16,19 @@ layers unless ``--layers`` is given) and Ward:
    default of ``make_blind_pipeline(n_clusters=k)``).
 
 Steps 2 to 4 are run without (the paper) and with ``+gate`` (this package's
-normality gate on the descriptors, the default). Every map has the
+normality gate on the descriptors, always on in these rows). The default,
+``gate="auto"``, equals the ``+gate`` rows when the image scores' bimodality
+coefficient (printed and stored with the full rows) exceeds 5/9, and the rows
+without the gate otherwise. Every map has the
 localizer's position baseline subtracted (the default); the rows marked
 ``paper frame`` use the same VAE + FCA maps post-processed as the paper does
 instead (no baseline, a 5-cell frame cleared). ``--quick`` runs only
 ``mean``, ``vae_fca+pool`` (both post-processings) and the default full
-method (k-means threshold, gate). Features are stored
+method (k-means threshold, ``gate="auto"``). Features are stored
 as ``--dtype`` (float16 by default, as in ``make_blind_pipeline``).
 
-``results/mtd.json`` holds the current rows (seed 0);
+``results/mtd.json`` holds the current rows at 256 px (seed 0) and
+``results/mtd_512.json`` those at 512 px (``--sizes 512``, seed 0);
 ``results/mtd_5class_seed1.json`` and ``..._seed2.json`` repeat the 5-class
 protocol with ``--seed 1`` and ``--seed 2``. Two earlier runs, before the
 position baseline existed (every map post-processed with the paper's frame),
@@ -62,10 +66,15 @@ from skanomclust import (
 )
 from skanomclust.metrics import clustering_report
 from skanomclust.nn import postprocess_anomaly_maps
+from skanomclust.nn.pooling import BIMODALITY_THRESHOLD
 
 
 def _tag(gate):
     return " +gate" if gate else ""
+
+
+def _gate_label(gate):
+    return {None: "", "otsu": ", gate", "auto": ", gate auto"}[gate]
 
 
 def run_protocol(
@@ -139,7 +148,7 @@ def run_protocol(
     pooling_rows("vae_fca", localized, "vae_fca maps", ", paper frame")
     if not quick:
         step = "contrastive (otsu, gate), paper frame"
-        refiner = ContrastiveRefiner("otsu", random_state=seed)
+        refiner = ContrastiveRefiner("otsu", gate="otsu", random_state=seed)
         with stage(timings, step):
             descriptors = refiner.fit_transform(localized)
         record(
@@ -151,25 +160,29 @@ def run_protocol(
     del ours, paper
 
     configs = [("kmeans", None), ("kmeans", "otsu"), ("otsu", None), ("otsu", "otsu")]
-    for rule, gate in configs[1:2] if quick else configs:
-        step = f"contrastive ({rule}{', gate' if gate else ''})"
+    for rule, gate in [("kmeans", "auto")] if quick else configs:
+        step = f"contrastive ({rule}{_gate_label(gate)})"
         refiner = ContrastiveRefiner(threshold=rule, n_clusters=k, gate=gate, random_state=seed)
         with stage(timings, step):
             descriptors = refiner.fit_transform(localized)
         auto = WardClustering(n_clusters="auto").fit(descriptors)
         record(
-            f"full ({rule} threshold{', gate' if gate else ''})",
+            f"full ({rule} threshold{_gate_label(gate)})",
             descriptors,
             ["features", "vae_fca maps", step],
             {
                 "threshold": refiner.threshold_,
                 "anomalous_share": refiner.anomalous_share_,
                 "auto_k": int(auto.n_clusters_),
+                "gate_bimodality": refiner.gate_bimodality_,
+                "gated": refiner.gate_threshold_ is not None,
             },
         )
         print(
             f"     threshold {refiner.threshold_:.4f}, images above it "
-            f"{refiner.anomalous_share_:.2f}, auto k = {auto.n_clusters_}"
+            f"{refiner.anomalous_share_:.2f}, auto k = {auto.n_clusters_}, score "
+            f"bimodality {refiner.gate_bimodality_:.3f} (gate='auto' "
+            f"{'gates' if refiner.gate_bimodality_ > BIMODALITY_THRESHOLD else 'does not gate'})"
         )
     return rows
 
@@ -190,7 +203,7 @@ def main():
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="only mean, vae_fca+pool and the default full method (kmeans threshold, gate)",
+        help="only mean, vae_fca+pool and the default full method (kmeans threshold, gate auto)",
     )
     parser.add_argument(
         "--dtype",

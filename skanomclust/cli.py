@@ -22,6 +22,7 @@ import argparse
 import ast
 import csv
 import json
+import math
 import os
 import shutil
 import sys
@@ -225,6 +226,19 @@ def _one_line(exc):
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+def _finite_or_none(value):
+    return float(value) if math.isfinite(value) else None
+
+
+def _gate_summary(refiner):
+    """One line on the normality gate's decision (the default gate="auto")."""
+    bimodality = refiner.gate_bimodality_
+    shape = f"image scores' bimodality {bimodality:.3f}, 5/9 = {5 / 9:.3f}"
+    if refiner.gate_threshold_ is None:
+        return f"normality gate off ({shape})"
+    return f"normality gate on at score {refiner.gate_threshold_:.4f} ({shape})"
+
+
 def _settings(args, pipe, extra):
     import torch
 
@@ -245,6 +259,9 @@ def _settings(args, pipe, extra):
         "parameters": dict(getattr(args, "param", None) or []),
         "pixel_threshold": float(pipe["refiner"].threshold_),
         "pixel_threshold_rule": pipe["refiner"].threshold_rule_,
+        # gate="auto" gates when the image scores' bimodality exceeds 5/9 (NaN: None)
+        "gate_bimodality": _finite_or_none(pipe["refiner"].gate_bimodality_),
+        "gate_threshold": pipe["refiner"].gate_threshold_,
         "skanomclust": __version__,
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
@@ -334,6 +351,8 @@ def _run_pipeline(args, pipe, items, *, fit):
     descriptors = refiner.fit_transform(data) if fit else refiner.transform(data)
     del data
     timings["refiner"] = time.perf_counter() - start
+    if fit:
+        _log(args, f"      {_gate_summary(refiner)}")
 
     _log(args, "[4/4] Ward clustering ...")
     start = time.perf_counter()

@@ -21,6 +21,7 @@ from .nn.pooling import (
     fit_normality_gate,
     image_scores,
     normality_gate,
+    score_bimodality,
 )
 
 __all__ = ["AnomalyWeightedPooling"]
@@ -42,15 +43,20 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     then collapse near the origin into one group instead of being spread over
     several clusters by their texture variation. On MTD this is what lets Ward
     find the "no anomaly" group (measured gains: ``benchmarks/results/mtd.md``).
+    With ``gate="auto"`` (the default) the gate is used only when the training
+    scores look bimodal (Sarle's coefficient above 5/9), i.e. when the set
+    seems to hold a group of normal images to set apart.
 
     Parameters
     ----------
     tau : float, default=0.002
         Softmax temperature (the paper's value).
-    gate : "otsu", float or None, default="otsu"
+    gate : {"auto", "otsu"}, float or None, default="auto"
         Threshold of the normality gate on image scores: Otsu's split of the
         training images' maximal anomaly, a given score, or None for the
-        paper's plain descriptors.
+        paper's plain descriptors. ``"auto"``: Otsu's split when the training
+        scores' bimodality coefficient (``gate_bimodality_``) exceeds 5/9, no
+        gate otherwise (see :func:`skanomclust.nn.pooling.fit_normality_gate`).
     gate_width : float, default=0.1
         Softness of the gate in standard deviations of the training scores
         (0: a hard step).
@@ -69,6 +75,9 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
     gate_scale_ : float or None
         Gate softness in score units (``gate_width`` times the standard
         deviation of the training scores).
+    gate_bimodality_ : float
+        Bimodality coefficient of the training images' scores (NaN for fewer
+        than 4 images or equal scores), which ``gate="auto"`` compares with 5/9.
     n_features_in_ : int
         Channels seen in ``fit`` (features + 1 anomaly map).
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -87,7 +96,7 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
 
     _parameter_constraints: dict = {
         "tau": [Interval(Real, 0, None, closed="neither")],
-        "gate": [StrOptions({"otsu"}), Real, None],
+        "gate": [StrOptions({"auto", "otsu"}), Real, None],
         "gate_width": [Interval(Real, 0, None, closed="left")],
         "blur_sigma": [Interval(Real, 0, None, closed="left")],
         "subtract_mean": ["boolean"],
@@ -98,7 +107,7 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self,
         tau=0.002,
         *,
-        gate="otsu",
+        gate="auto",
         gate_width=0.1,
         blur_sigma=2.0,
         subtract_mean=True,
@@ -127,9 +136,11 @@ class AnomalyWeightedPooling(ClassNamePrefixFeaturesOutMixin, TransformerMixin, 
         self : AnomalyWeightedPooling
         """
         maps, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
+        scores = image_scores(torch.from_numpy(maps[:, -1]).float())
         self.gate_threshold_, self.gate_scale_ = fit_normality_gate(
-            image_scores(torch.from_numpy(maps[:, -1]).float()), self.gate, self.gate_width
+            scores, self.gate, self.gate_width
         )
+        self.gate_bimodality_ = score_bimodality(scores)
         self.n_features_out_ = self.n_features_in_ - 1
         return self
 

@@ -31,6 +31,7 @@ from .nn.pooling import (
     fit_normality_gate,
     image_scores,
     normality_gate,
+    score_bimodality,
 )
 from .nn.vae import minmax_scale, minmax_scale_stats
 
@@ -100,13 +101,17 @@ class ContrastiveRefiner(
         Number of anomaly types (including "no anomaly"), used by the
         ``"kmeans"`` rule; :func:`~skanomclust.make_blind_pipeline` passes its
         own ``n_clusters`` here.
-    gate : "otsu", float or None, default="otsu"
+    gate : {"auto", "otsu"}, float or None, default="auto"
         Normality gate of the output descriptors (this package's addition, as
         in :class:`~skanomclust.AnomalyWeightedPooling`): unit descriptors
         times ``sigmoid((max score - gate_threshold_) / gate_scale_)``, so that
         images without anomaly collapse into one group. The gate threshold is
         Otsu's split of the training images' scores (whatever ``threshold``
         labels the pixels), a given score, or None for the paper's descriptors.
+        ``"auto"``: Otsu's gate when those scores look bimodal
+        (``gate_bimodality_`` above 5/9), none otherwise. On MTD (256 px,
+        seeds 0 / 1 / 2) the coefficient is .59 to .62 for all 1344 images
+        (gate on) and .47 to .50 for the 392 defective ones (gate off).
     gate_width : float, default=0.1
         Softness of the gate in standard deviations of the training images'
         maximal anomaly scores (0: a hard step).
@@ -142,6 +147,10 @@ class ContrastiveRefiner(
         Image score at which the gate is one half (None without gate).
     gate_scale_ : float or None
         Gate softness in score units (None without gate).
+    gate_bimodality_ : float
+        Bimodality coefficient of the training images' maximal scores (NaN
+        for fewer than 4 images or equal scores); ``gate="auto"`` gates when
+        it exceeds 5/9.
     loss_curve_ : list of float
         Mean loss per epoch.
     n_features_in_ : int
@@ -164,7 +173,7 @@ class ContrastiveRefiner(
     _parameter_constraints: dict = {
         "threshold": [StrOptions({"auto", "otsu", "kmeans"}), Real],
         "n_clusters": [Interval(Integral, 1, None, closed="left"), None],
-        "gate": [StrOptions({"otsu"}), Real, None],
+        "gate": [StrOptions({"auto", "otsu"}), Real, None],
         "gate_width": [Interval(Real, 0, None, closed="left")],
         "tau": [Interval(Real, 0, None, closed="neither")],
         "hidden_channels": [Interval(Integral, 1, None, closed="left")],
@@ -187,7 +196,7 @@ class ContrastiveRefiner(
         threshold="auto",
         *,
         n_clusters=None,
-        gate="otsu",
+        gate="auto",
         gate_width=0.1,
         tau=0.002,
         hidden_channels=256,
@@ -285,6 +294,7 @@ class ContrastiveRefiner(
         self.gate_threshold_, self.gate_scale_ = fit_normality_gate(
             torch.from_numpy(max_scores), self.gate, self.gate_width
         )
+        self.gate_bimodality_ = score_bimodality(max_scores)
         self.loss_curve_ = losses
         self.n_features_out_ = self.out_channels
         return self

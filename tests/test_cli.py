@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import joblib
 import numpy as np
@@ -14,7 +15,7 @@ from PIL import Image
 
 from skanomclust import make_blind_pipeline
 from skanomclust import report as report_module
-from skanomclust.cli import OUTPUT_FILES, main
+from skanomclust.cli import OUTPUT_FILES, _gate_summary, main
 from skanomclust.datasets import make_synthetic_textures
 
 # Small settings for fast testing: random weights, 64 px images, a few VAE steps.
@@ -117,6 +118,10 @@ def test_metrics_json(clustered):
     assert settings["seed"] == 0
     assert settings["n_clusters"] == 3
     assert settings["parameters"]["localizer__n_steps"] == 10
+    # the normality gate's decision is recorded: on exactly when the bimodality exceeds 5/9
+    bimodality = settings["gate_bimodality"]
+    gated = bimodality is not None and bimodality > 5 / 9
+    assert (settings["gate_threshold"] is not None) == gated
     timings = metrics["timings_seconds"]
     assert {"features", "localizer", "refiner", "clustering", "report"} <= set(timings)
     assert set(metrics["localization"]) == {"pixel_auroc", "au_pro"}  # masks are present
@@ -326,3 +331,10 @@ def test_console_script_in_a_subprocess(tmp_path):
     assert help_run.returncode == 0
     for command in ("cluster", "predict", "demo"):
         assert command in help_run.stdout
+
+
+def test_gate_summary_says_what_the_gate_decided():
+    off = _gate_summary(SimpleNamespace(gate_bimodality_=0.482, gate_threshold_=None))
+    assert off == "normality gate off (image scores' bimodality 0.482, 5/9 = 0.556)"
+    on = _gate_summary(SimpleNamespace(gate_bimodality_=0.592, gate_threshold_=0.0361))
+    assert on.startswith("normality gate on at score 0.0361 (")

@@ -122,4 +122,4 @@ def test_without_contrastive_step_the_refiner_is_pooling():
         "clustering",
     ]
     params = pipeline.get_params()
-    assert params["pooling__gate"] == "otsu" and "refiner__tau" not in params
+    assert params["pooling__gate"] == "auto" and "refiner__tau" not in params

@@ -3,10 +3,17 @@
 import numpy as np
 import pytest
 import torch
+from scipy import stats
 
 from skanomclust import AnomalyWeightedPooling
 from skanomclust.nn.fca import gaussian_blur
-from skanomclust.nn.pooling import anomaly_weighted_pooling, normality_gate
+from skanomclust.nn.pooling import (
+    BIMODALITY_THRESHOLD,
+    anomaly_weighted_pooling,
+    fit_normality_gate,
+    normality_gate,
+    score_bimodality,
+)
 
 
 def test_matches_a_direct_computation():
@@ -85,6 +92,9 @@ def test_gate_collapses_normal_images_and_keeps_anomalous_ones():
     X = _planted()
     pooling = AnomalyWeightedPooling().fit(X)
     scores = X[:, -1].reshape(len(X), -1).max(axis=1)
+    # two groups of scores: the default gate="auto" gates, at Otsu's threshold
+    assert pooling.gate_bimodality_ > BIMODALITY_THRESHOLD
+    assert pooling.gate_threshold_ == AnomalyWeightedPooling(gate="otsu").fit(X).gate_threshold_
     assert scores[:8].max() < pooling.gate_threshold_ < scores[8:].min()
     assert pooling.gate_scale_ == pytest.approx(0.1 * np.std(scores, ddof=1), rel=1e-5)
     norms = np.linalg.norm(pooling.transform(X), axis=1)
@@ -108,3 +118,37 @@ def test_gate_threshold_is_fitted_not_recomputed_on_new_images():
     # Only normal images at transform time: they must stay collapsed.
     norms = np.linalg.norm(pooling.transform(X[:8]), axis=1)
     assert norms.max() < 0.01
+
+
+def test_bimodality_coefficient_matches_its_definition():
+    rng = np.random.default_rng(0)
+    values = rng.gamma(2.0, size=50)
+    n = len(values)
+    g1, g2 = stats.skew(values, bias=False), stats.kurtosis(values, bias=False)
+    expected = (g1**2 + 1) / (g2 + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+    assert score_bimodality(torch.from_numpy(values)) == pytest.approx(expected, rel=1e-12)
+    # reference values: 5/9 uniform, 1/3 normal, 1 for two equal point masses
+    assert score_bimodality(rng.uniform(size=200_000)) == pytest.approx(5 / 9, abs=0.01)
+    assert score_bimodality(rng.normal(size=200_000)) == pytest.approx(1 / 3, abs=0.01)
+    assert score_bimodality(np.repeat([0.0, 1.0], 5000)) == pytest.approx(1.0, abs=0.01)
+    assert np.isnan(score_bimodality([1.0, 2.0, 3.0]))  # fewer than 4 scores
+    assert np.isnan(score_bimodality(np.ones(10)))  # constant scores
+
+
+def test_auto_gate_is_off_for_unimodal_scores():
+    # Every image anomalous, to different degrees: one mode of scores, no
+    # group of normal images for the gate to set apart.
+    rng = np.random.default_rng(0)
+    X = rng.random((40, 4, 8, 8), dtype=np.float32)
+    X[:, -1] *= 0.1
+    X[:, -1, 4, 4] = rng.normal(1.0, 0.1, 40)
+    auto = AnomalyWeightedPooling().fit(X)
+    assert auto.gate_bimodality_ < BIMODALITY_THRESHOLD
+    assert auto.gate_threshold_ is None and auto.gate_scale_ is None
+    plain = AnomalyWeightedPooling(gate=None).fit_transform(X)
+    np.testing.assert_array_equal(auto.transform(X), plain)
+    forced = AnomalyWeightedPooling(gate="otsu").fit(X)
+    assert forced.gate_threshold_ is not None
+    assert not np.allclose(forced.transform(X), auto.transform(X))
+    threshold, scale = fit_normality_gate(torch.from_numpy(X[:, -1].max(axis=(1, 2))), "auto", 0.1)
+    assert threshold is None and scale is None

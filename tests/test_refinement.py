@@ -10,6 +10,7 @@ from skanomclust.nn.contrastive import (
     image_neighbors,
     otsu_threshold,
 )
+from skanomclust.nn.pooling import BIMODALITY_THRESHOLD, score_bimodality
 from skanomclust.refinement import anomaly_threshold
 
 
@@ -131,6 +132,21 @@ def test_gate_collapses_normal_images(localized):
     kmeans = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
     # the gate is Otsu's whatever rule labels the pixels
     assert kmeans.fit(localized).gate_threshold_ == refiner.gate_threshold_
+
+
+def test_auto_gate_follows_the_score_bimodality(localized):
+    # 9 anomalous and 3 normal images: two groups of scores, the gate is on
+    auto = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized)
+    scores = localized[:, -1].reshape(12, -1).max(axis=1)
+    assert auto.gate_bimodality_ == pytest.approx(score_bimodality(scores))
+    assert auto.gate_bimodality_ > BIMODALITY_THRESHOLD
+    otsu = ContrastiveRefiner(n_epochs=1, gate="otsu", random_state=0).fit(localized)
+    np.testing.assert_array_equal(auto.transform(localized), otsu.transform(localized))
+    # the anomalous images only (equal peak scores): nothing to gate
+    defective = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized[:9])
+    assert np.isnan(defective.gate_bimodality_) and defective.gate_threshold_ is None
+    plain = ContrastiveRefiner(n_epochs=1, gate=None, random_state=0).fit(localized[:9])
+    np.testing.assert_array_equal(defective.transform(localized), plain.transform(localized))
 
 
 def test_without_gate_descriptors_are_the_pooled_embeddings(localized):

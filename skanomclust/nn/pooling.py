@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .contrastive import otsu_threshold
 from .fca import gaussian_blur
 
+#: Sarle's bimodality coefficient of a uniform distribution: larger values suggest
+#: two modes (or one mode with a long tail), smaller ones a single mode.
+BIMODALITY_THRESHOLD = 5 / 9
+
 __all__ = [
+    "BIMODALITY_THRESHOLD",
     "anomaly_weighted_pooling",
     "fit_normality_gate",
     "image_scores",
     "normality_gate",
+    "score_bimodality",
 ]
 
 
@@ -98,6 +106,36 @@ def normality_gate(
     return torch.nn.functional.normalize(descriptors, dim=1) * gate[:, None]
 
 
+def score_bimodality(scores) -> float:
+    """Sarle's bimodality coefficient of image scores (NaN when it is undefined).
+
+    ``(g1**2 + 1) / (g2 + 3 (n - 1)**2 / ((n - 2) (n - 3)))`` with ``g1`` and
+    ``g2`` the bias-corrected sample skewness and excess kurtosis (SAS's
+    definition). It is 5/9 for a uniform distribution (and for large samples:
+    1/3 for a normal one, 1 for two point masses); values above 5/9
+    (:data:`BIMODALITY_THRESHOLD`) point to two groups, or to a large group
+    with a long tail, the shape of scores from a set of mostly normal images.
+
+    Parameters
+    ----------
+    scores : Tensor or array-like of shape (n,)
+
+    Returns
+    -------
+    coefficient : float
+        NaN with fewer than 4 scores or constant scores.
+    """
+    values = torch.as_tensor(scores).double().flatten()
+    n = values.numel()
+    if n < 4 or values.min() == values.max():
+        return math.nan
+    centred = values - values.mean()
+    m2, m3, m4 = (float(centred.pow(p).mean()) for p in (2, 3, 4))
+    skewness = m3 / m2**1.5 * math.sqrt(n * (n - 1)) / (n - 2)
+    kurtosis = ((n + 1) * (m4 / m2**2 - 3) + 6) * (n - 1) / ((n - 2) * (n - 3))
+    return (skewness**2 + 1) / (kurtosis + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
+
+
 def fit_normality_gate(scores, gate, width):
     """Threshold and softness of the normality gate from training image scores.
 
@@ -105,17 +143,23 @@ def fit_normality_gate(scores, gate, width):
     ----------
     scores : Tensor of shape (n,)
         Image anomaly scores of the training images.
-    gate : "otsu", float or None
-        Otsu's split of ``scores``, a given threshold, or None (no gate).
+    gate : "auto", "otsu", float or None
+        Otsu's split of ``scores``; a given threshold; None (no gate); or
+        ``"auto"``: Otsu's split when the scores look bimodal
+        (:func:`score_bimodality` above :data:`BIMODALITY_THRESHOLD`), else no
+        gate (a set without a group of normal images, e.g. defective images
+        only, has nothing for the gate to set apart).
     width : float
         Softness in standard deviations of ``scores``.
 
     Returns
     -------
     threshold, scale : float or None
-        Both None when ``gate`` is None.
+        Both None when there is no gate.
     """
     if gate is None:
+        return None, None
+    if gate == "auto" and not score_bimodality(scores) > BIMODALITY_THRESHOLD:
         return None, None
     threshold = otsu_threshold(scores) if isinstance(gate, str) else float(gate)
     spread = float(scores.double().std()) if scores.numel() > 1 else 0.0
