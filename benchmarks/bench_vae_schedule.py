@@ -51,7 +51,7 @@ def score(Xt, target, good):
     maps = Xt[:, -1].reshape(len(Xt), -1).astype(np.float32)
     defective = target != good
     row = {"image_auroc": float(roc_auc_score(defective, maps.max(axis=1)))}
-    descriptors = AnomalyWeightedPooling().fit_transform(Xt)
+    descriptors = AnomalyWeightedPooling(gate="otsu").fit_transform(Xt)
     labels = WardClustering(len(np.unique(target))).fit_predict(descriptors)
     row["6c"] = clustering_report(target, labels)
     plain = AnomalyWeightedPooling(gate=None).fit_transform(Xt[defective])
