@@ -85,6 +85,13 @@ def save_rows(path, data, rows) -> None:
         json.dump({"data": str(data), "rows": rows, "machine": machine()}, handle, indent=2)
 
 
+def write_markdown(lines, path) -> None:
+    """Write table lines to ``path`` (one per line) and print them."""
+    table = "\n".join(lines)
+    Path(path).write_text(table + "\n")
+    print(table)
+
+
 def mtd_or_exit(path=MTD):
     from skanomclust.datasets import load_texture_folder
 
@@ -106,4 +113,13 @@ def mask_overlap_outside_border(masks, border_fraction):
     return inside / max(total, 1)
 
 
-__all__ = ["MTD", "RESULTS", "PeakMemory", "machine", "mtd_or_exit", "rss_bytes", "stage"]
+__all__ = [
+    "MTD",
+    "RESULTS",
+    "PeakMemory",
+    "machine",
+    "mtd_or_exit",
+    "rss_bytes",
+    "stage",
+    "write_markdown",
+]

@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import MTD, RESULTS, mtd_or_exit, save_rows, stage
+from _common import MTD, RESULTS, mtd_or_exit, save_rows, stage, write_markdown
 
 from skanomclust import (
     AnomalyWeightedPooling,
@@ -129,9 +129,7 @@ def write_table(rows, path):
             f"{mean('nmi_gate') - mean('nmi_no_gate'):+.3f} | {mean('ari_gate'):.3f} | "
             f"{mean('ari_no_gate'):.3f} |"
         )
-    table = "\n".join(lines)
-    path.write_text(table + "\n")
-    print(table)
+    write_markdown(lines, path)
 
 
 if __name__ == "__main__":

@@ -55,7 +55,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import MTD, RESULTS, mtd_or_exit, save_rows, stage
+from _common import MTD, RESULTS, mtd_or_exit, save_rows, stage, write_markdown
 
 from skanomclust import (
     AnomalyWeightedPooling,
@@ -263,9 +263,7 @@ def write_table(rows, path):
         f"{r['peak_rss_mb']:.0f} |"
         for r in rows
     ]
-    table = "\n".join(lines)
-    path.write_text(table + "\n")
-    print(table)
+    write_markdown(lines, path)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import MTD, RESULTS, mtd_or_exit, save_rows
+from _common import MTD, RESULTS, mtd_or_exit, save_rows, write_markdown
 from sklearn.metrics import roc_auc_score
 
 from skanomclust import (
@@ -134,9 +134,7 @@ def write_table(rows, path):
     for key, group in settings.items():
         mean = {name: float(np.mean([g[name] for g in group])) for name in group[0]}
         lines.append(line(*key, "mean", mean))
-    table = "\n".join(lines)
-    path.write_text(table + "\n")
-    print(table)
+    write_markdown(lines, path)
 
 
 if __name__ == "__main__":
