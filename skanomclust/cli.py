@@ -232,8 +232,10 @@ def _finite_or_none(value):
 
 def _gate_summary(refiner):
     """One line on the normality gate's decision (the default gate="auto")."""
+    from .nn.pooling import BIMODALITY_THRESHOLD
+
     bimodality = refiner.gate_bimodality_
-    shape = f"image scores' bimodality {bimodality:.3f}, 5/9 = {5 / 9:.3f}"
+    shape = f"image scores' bimodality {bimodality:.3f}, 5/9 = {BIMODALITY_THRESHOLD:.3f}"
     if refiner.gate_threshold_ is None:
         return f"normality gate off ({shape})"
     return f"normality gate on at score {refiner.gate_threshold_:.4f} ({shape})"
