@@ -33,6 +33,16 @@ Those calls (for the refiner, its whole training) run under
 :data:`global_rng_lock`, so threads fitting at the same time do not draw from
 each other's seeds; they run one thread at a time.
 
+Memory
+------
+glibc's ``malloc`` keeps blocks freed by a batch loop (tensors of up to 32 MiB)
+in its heap instead of returning them to the operating system, so after one
+step the process may hold a few hundred MiB it no longer uses, and the next
+large allocation (a step's output) comes on top of them. The heavy loops call
+:func:`release_freed_memory` when they end, which asks glibc to hand those pages
+back (``malloc_trim``, the remedy Dask's documentation gives for the same
+"unmanaged memory"); elsewhere it does nothing.
+
 Pickling
 --------
 :class:`TorchModulesMixin` stores fitted torch modules on the CPU, so a model
@@ -44,6 +54,8 @@ back to the estimator's ``device`` when it exists there and stay on the CPU
 from __future__ import annotations
 
 import copy
+import ctypes
+import functools
 import itertools
 import threading
 import warnings
@@ -58,6 +70,7 @@ __all__ = [
     "global_rng_lock",
     "module_device",
     "progress_bar",
+    "release_freed_memory",
     "resolve_device",
     "seed_from_random_state",
     "torch_generator",
@@ -101,6 +114,26 @@ def torch_generator(random_state, device="cpu") -> torch.Generator:
     return generator
 
 
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, or no C library found)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the operating system (glibc only; else a no-op).
+
+    Frees nothing that is still referenced: it only lowers the resident memory
+    that already-freed blocks still count for (see "Memory" above).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
 class _NoBar:
     def update(self, n=1):
         pass
@@ -109,13 +142,13 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int, verbose, desc: str):
+def progress_bar(total: int, verbose, desc: str, unit: str = "img"):
     """A tqdm bar when ``verbose`` is truthy, else an object that does nothing."""
     if not verbose:
         return _NoBar()
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="img", leave=False)
+    return tqdm(total=total, desc=desc, unit=unit, leave=False)
 
 
 class TorchModulesMixin:

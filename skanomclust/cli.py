@@ -322,25 +322,13 @@ def _run_pipeline(args, pipe, items, *, fit):
 
     _log(args, "[1/4] features ...")
     start = time.perf_counter()
-    if fit:
-        extractor.fit(items)
-
-    # Steps 1 and 2 share one buffer, the localizer's output (features + map): the
-    # same arrays as Pipeline.fit computes, without holding the features twice.
-    def allocate(shape):
-        n, c, h, w = shape
-        return np.empty((n, c + 1, h, w), dtype=extractor.dtype)[:, :c]
-
-    features = extractor._transform_into(items, allocate)
+    features = extractor.fit_transform(items) if fit else extractor.transform(items)
     timings["features"] = time.perf_counter() - start
 
     _log(args, "[2/4] anomaly maps (VAE + FCA) ...")
     start = time.perf_counter()
-    data = features.base  # the whole buffer: features, then the map channel
-    if fit:  # the maps of the training images are computed once, while fitting
-        data[:, -1] = localizer._fit_anomaly_maps(features)
-    else:
-        data[:, -1] = localizer.anomaly_maps(features)
+    # The localizer's output (features + map) reuses the features' buffer, as in Pipeline.fit.
+    data = localizer.fit_transform(features) if fit else localizer.transform(features)
     del features
     timings["localizer"] = time.perf_counter() - start
     # The anomaly map as the next steps see it; its maximum is exactly

@@ -19,9 +19,11 @@ from ._utils import (
     global_rng_lock,
     module_device,
     progress_bar,
+    release_freed_memory,
     resolve_device,
     seed_from_random_state,
 )
+from ._validation import features_with_spare_channel
 from .nn.backbones import BACKBONES, FeatureMapExtractor, get_backbone_spec, load_backbone
 
 __all__ = ["TextureFeatureExtractor"]
@@ -224,15 +226,10 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         -------
         features : ndarray of shape (n_images, n_channels_out_, h, w), of ``dtype``
             ``h = w = ceil(image_size / feature_stride_)`` for stride-8 layers.
-        """
-        return self._transform_into(X, lambda shape: np.empty(shape, dtype=self.dtype))
-
-    def _transform_into(self, X, allocate):
-        """:meth:`transform`, writing into ``allocate(shape)`` (an array or a view).
-
-        ``allocate`` is called once, with the output shape, after the first batch;
-        it lets a caller place the features inside a larger buffer (the command
-        line fills the localizer's output this way, without a second copy).
+            The first channels of a buffer with one spare channel, which
+            :class:`BlindAnomalyLocalizer` fills with the anomaly map instead
+            of copying the features (its output then shares their memory);
+            so each image is one contiguous block but the whole array is not.
         """
         check_is_fitted(self, "extractor_")
         images = self._validate_images(X, reset=False)
@@ -244,11 +241,12 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
             for batch in images.iter_batches(self.batch_size, self.image_size, device):
                 maps = self.extractor_(batch).float().cpu().numpy()
                 if out is None:
-                    out = allocate((len(images), *maps.shape[1:]))
+                    out = features_with_spare_channel((len(images), *maps.shape[1:]), self.dtype)
                 out[start : start + len(maps)] = maps
                 start += len(maps)
                 bar.update(len(maps))
         bar.close()
+        release_freed_memory()  # the backbone's activations, freed batch by batch
         return out
 
     def image_sizes(self, X):

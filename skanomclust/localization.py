@@ -15,10 +15,11 @@ from ._utils import (
     MapsOutputMixin,
     TorchModulesMixin,
     progress_bar,
+    release_freed_memory,
     resolve_device,
     seed_from_random_state,
 )
-from ._validation import restore_layout, validate_feature_maps
+from ._validation import claim_spare_channel, restore_layout, validate_feature_maps
 from .nn.fca import (
     feature_correspondence_analysis,
     position_baseline,
@@ -285,11 +286,6 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         maps, was_2d, anomaly = self._fit(X, need_maps=True)
         return self._wrap_output(restore_layout(self._append(maps, anomaly), was_2d), X)
 
-    @_fit_context(prefer_skip_nested_validation=True)
-    def _fit_anomaly_maps(self, X):
-        """Fit; return the training maps as ``anomaly_maps(X)`` would, computed once."""
-        return self._fit(X, need_maps=True)[2]
-
     def _fit(self, X, *, need_maps):
         """Train the VAE and fit the baseline; the training maps when needed (else None)."""
         maps, was_2d = validate_feature_maps(self, X, reset=True)
@@ -297,7 +293,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         self.vae_, self.loss_curve_, self.baseline_ = None, [], None
         if self.mode in ("vae_fca", "vae"):
             generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
-            bar = progress_bar(self.n_steps, self.verbose, "VAE")
+            bar = progress_bar(self.n_steps, self.verbose, "VAE", unit="step")
             self.vae_, self.loss_curve_ = train_pixel_vae(
                 torch.from_numpy(maps),
                 n_steps=self.n_steps,
@@ -423,9 +419,16 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         out -= self.baseline_
 
     def _append(self, maps, anomaly):
-        """(n, C + 1, h, w) output in the features' dtype: the features, then the map."""
-        out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
-        out[:, :-1] = maps
+        """(n, C + 1, h, w) output in the features' dtype: the features, then the map.
+
+        When ``maps`` come from :class:`TextureFeatureExtractor`, the map fills
+        the channel the extractor reserved after them (see
+        ``skanomclust._validation``) and the features are not copied.
+        """
+        out = claim_spare_channel(maps)
+        if out is None:
+            out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
+            out[:, :-1] = maps
         out[:, -1] = anomaly
         return out
 
@@ -437,6 +440,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 out[start : start + len(batch)] = self._maps_of_batch(batch).numpy()
                 bar.update(len(batch))
         bar.close()
+        release_freed_memory()  # before the caller allocates its (n, C + 1, h, w) output
 
     def transform(self, X):
         """Append each image's anomaly map to its features.
@@ -451,7 +455,12 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
             The features with the anomaly map as last channel, in the dtype of
             ``X`` (float32, or float16 when the features are stored at half
-            precision).
+            precision). When ``X`` is the output of
+            :meth:`TextureFeatureExtractor.transform`, ``Xt`` is the buffer
+            behind it, its spare last channel now filled (the first time only;
+            later calls on the same ``X`` return a new array): ``Xt[:, :-1]``
+            *is* ``X``, no copy. Copy one of them before changing it in place
+            if you keep both.
         """
         check_is_fitted(self, "loss_curve_")
         maps, was_2d = validate_feature_maps(self, X, reset=False)

@@ -266,7 +266,7 @@ class ContrastiveRefiner(
             threshold = float(self.threshold)
         close, counter = image_neighbors(descriptors, min(self.n_neighbors, n - 1))
         mins, maxs = (stat.float() for stat in minmax_scale_stats(features))
-        bar = progress_bar(self.n_epochs, self.verbose, "contrastive")
+        bar = progress_bar(self.n_epochs, self.verbose, "contrastive", unit="epoch")
         # The head's initialisation seeds torch's global generator (fork_rng): keep threads
         # that fit at the same time from drawing from each other's seed.
         with global_rng_lock:

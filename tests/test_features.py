@@ -307,6 +307,14 @@ def test_progress_bar_when_verbose(rgb_images, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_features_leave_a_spare_channel_for_the_anomaly_map(rgb_images):
+    features = TextureFeatureExtractor(**SMALL).fit_transform(rgb_images)
+    n, channels, h, w = features.shape
+    assert features.base.shape == (n, channels + 1, h, w)
+    assert all(image.flags.c_contiguous for image in features)
+    np.testing.assert_array_equal(features.base[:, :channels], features)
+
+
 def test_transform_before_fit(rgb_images):
     from sklearn.exceptions import NotFittedError
 

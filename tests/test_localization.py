@@ -6,7 +6,11 @@ import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skanomclust import BlindAnomalyLocalizer
-from skanomclust._validation import validate_feature_maps
+from skanomclust._validation import (
+    claim_spare_channel,
+    features_with_spare_channel,
+    validate_feature_maps,
+)
 from skanomclust.localization import resize_anomaly_maps
 from skanomclust.nn import feature_correspondence_analysis, postprocess_anomaly_maps
 
@@ -47,6 +51,40 @@ def test_a_channel_slice_of_a_larger_buffer_is_used_without_a_copy(maps_with_out
     fortran = np.asfortranarray(maps_with_outlier)
     maps, _ = validate_feature_maps(BlindAnomalyLocalizer(), fortran, reset=True)
     assert maps.flags.c_contiguous and not np.shares_memory(maps, fortran)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_the_map_fills_the_spare_channel_once(dtype, maps_with_outlier):
+    features = features_with_spare_channel(maps_with_outlier.shape, dtype)
+    features[...] = maps_with_outlier
+    assert features.base.shape == (6, 9, 20, 20)
+    plain = maps_with_outlier.astype(dtype)
+    reference = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit(plain)
+    expected = reference.transform(plain)
+
+    localizer = BlindAnomalyLocalizer(random_state=0, border=0, **FAST)
+    first = localizer.fit_transform(features)
+    assert first is features.base  # the features are not copied
+    np.testing.assert_array_equal(first, expected)
+    # the buffer is handed out once: a second output is a new array, the first stays as it was
+    second = BlindAnomalyLocalizer(random_state=1, border=0, **FAST).fit_transform(features)
+    assert not np.shares_memory(second, features)
+    np.testing.assert_array_equal(first, expected)
+    assert not np.array_equal(second[:, -1], first[:, -1])
+    third = localizer.transform(features)
+    assert not np.shares_memory(third, features)
+    np.testing.assert_array_equal(third, expected)
+
+
+def test_only_a_whole_unclaimed_features_buffer_is_claimed():
+    features = features_with_spare_channel((4, 3, 5, 5), np.float32)
+    features[...] = 1.0
+    assert claim_spare_channel(features[:2]) is None  # a subset of the images
+    assert claim_spare_channel(features[:, :2]) is None  # a subset of the channels
+    assert claim_spare_channel(features.astype(np.float16)) is None
+    assert claim_spare_channel(np.zeros((4, 4, 5, 5), np.float32)[:, :3]) is None  # not registered
+    assert claim_spare_channel(features) is features.base
+    assert claim_spare_channel(features) is None  # once
 
 
 def test_half_precision_features_give_the_same_maps(maps_with_outlier):

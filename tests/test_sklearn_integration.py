@@ -348,3 +348,13 @@ def test_make_blind_pipeline_seeds_every_random_step(textures):
     assert a.get_params()["features__random_state"] == 0
     np.testing.assert_array_equal(a[:-1].transform(X), b[:-1].transform(X))
     assert isinstance(a, Pipeline)
+
+
+# --------------------------------------------------------------------------- memory
+def test_freed_memory_goes_back_to_the_system_on_glibc():
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc_trim is glibc's; elsewhere release_freed_memory does nothing")
+    assert _utils._malloc_trim() is not None  # found in the running C library
+    assert _utils.release_freed_memory() is None
