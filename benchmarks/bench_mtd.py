@@ -129,7 +129,7 @@ def run_protocol(
 
     if not quick:
         with stage(timings, "fca maps"):
-            fca_out = BlindAnomalyLocalizer("fca").fit_transform(features)
+            fca_out = BlindAnomalyLocalizer("fca", random_state=seed).fit_transform(features)
         pooling_rows("fca", fca_out, "fca maps")
         del fca_out
 

@@ -440,7 +440,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 out[start : start + len(batch)] = self._maps_of_batch(batch).numpy()
                 bar.update(len(batch))
         bar.close()
-        release_freed_memory()  # before the caller allocates its (n, C + 1, h, w) output
+        release_freed_memory()  # the batches' temporaries, before the output is assembled
 
     def transform(self, X):
         """Append each image's anomaly map to its features.
