@@ -351,10 +351,18 @@ def test_make_blind_pipeline_seeds_every_random_step(textures):
 
 
 # --------------------------------------------------------------------------- memory
-def test_freed_memory_goes_back_to_the_system_on_glibc():
+def test_release_freed_memory_calls_malloc_trim_when_the_c_library_has_it(monkeypatch):
+    calls = []
+    monkeypatch.setattr(_utils, "_malloc_trim", lambda: calls.append)
+    assert _utils.release_freed_memory() is None
+    assert calls == [0]
+    monkeypatch.setattr(_utils, "_malloc_trim", lambda: None)  # another C library
+    _utils.release_freed_memory()
+    assert calls == [0]
+
+
+def test_malloc_trim_is_found_exactly_on_glibc():
     import platform
 
-    if platform.libc_ver()[0] != "glibc":
-        pytest.skip("malloc_trim is glibc's; elsewhere release_freed_memory does nothing")
-    assert _utils._malloc_trim() is not None  # found in the running C library
-    assert _utils.release_freed_memory() is None
+    on_glibc = platform.libc_ver()[0] == "glibc"
+    assert (_utils._malloc_trim() is not None) == on_glibc
