@@ -1,4 +1,4 @@
-"""Small helpers shared by the estimators (devices, seeds, progress bars, pickling, output).
+"""Small helpers shared by the estimators: progress reporting and 4-D transform outputs.
 
 Threads and parallelism
 -----------------------
@@ -15,123 +15,27 @@ started with (by default one intra-op thread per core). Choose it yourself:
   parent (``joblib.parallel_config(inner_max_num_threads=t)`` sets it
   explicitly), and torch reads it when a worker imports it. With ``k`` workers
   each worker should use ``n_cpus // k`` torch threads or fewer: more only
-  oversubscribes the cores and is slower. ``torch.set_num_threads`` in the
-  parent does not reach the workers;
-- with the *threading* backend (``joblib.parallel_backend("threading")``) all
-  workers share one process and one torch thread pool: call
-  ``torch.set_num_threads(max(1, n_cpus // k))`` before the search. Fitted
-  estimators are not modified by ``transform``/``predict``, so one fitted
-  pipeline may serve several threads;
+  oversubscribes the cores and is slower;
+- with the *threading* backend all workers share one process and one torch
+  thread pool: call ``torch.set_num_threads(max(1, n_cpus // k))`` before the
+  search. Fitted estimators are not modified by ``transform``/``predict``, and
+  no estimator touches a global random generator, so one fitted pipeline may
+  serve several threads and several fits may run at once;
 - on a GPU (``device="cuda"``) prefer ``n_jobs=1``: the workers would share
   one device and its memory.
 
-Randomness comes only from ``random_state`` through local
-:class:`torch.Generator` objects, except where ``skanomclust.nn`` seeds
-torch's global generator inside ``torch.random.fork_rng`` to initialise a
-module (the random backbone of ``weights=None`` and the contrastive head).
-Those calls (for the refiner, its whole training) run under
-:data:`global_rng_lock`, so threads fitting at the same time do not draw from
-each other's seeds; they run one thread at a time.
-
-Memory
-------
-glibc's ``malloc`` keeps blocks freed by a batch loop (tensors of up to 32 MiB)
-in its heap instead of returning them to the operating system, so after one
-step the process may hold a few hundred MiB it no longer uses, and the next
-large allocation (a step's output) comes on top of them. The heavy loops call
-:func:`release_freed_memory` when they end, which asks glibc to hand those pages
-back (``malloc_trim``, the remedy Dask's documentation gives for the same
-"unmanaged memory"); elsewhere it does nothing.
-
-Pickling
---------
-:class:`TorchModulesMixin` stores fitted torch modules on the CPU, so a model
-fitted on a GPU loads on a machine without one; after loading, the modules go
-back to the estimator's ``device`` when it exists there and stay on the CPU
-(with a warning) when it does not.
+The results do not depend on the number of threads beyond float rounding
+(see the user guide, "Reproducibility").
 """
 
 from __future__ import annotations
 
-import copy
-import ctypes
-import functools
-import itertools
-import threading
-import warnings
+import sys
+import time
 
-import torch
-from sklearn.utils import check_random_state
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_container_adapter
 
-__all__ = [
-    "MapsOutputMixin",
-    "TorchModulesMixin",
-    "global_rng_lock",
-    "module_device",
-    "progress_bar",
-    "release_freed_memory",
-    "resolve_device",
-    "seed_from_random_state",
-    "torch_generator",
-]
-
-#: Held while code seeds and draws from torch's *global* generator (inside
-#: ``torch.random.fork_rng``), which threads of one process share.
-global_rng_lock = threading.RLock()
-
-
-def resolve_device(device) -> torch.device:
-    """Turn a ``device`` parameter into a :class:`torch.device`, checking it exists."""
-    try:
-        resolved = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ValueError(f"Invalid device {device!r}: {exc}") from None
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} was requested but CUDA is not available on this machine; "
-            "use device='cpu'."
-        )
-    return resolved
-
-
-def module_device(module: torch.nn.Module) -> torch.device:
-    """Device of a module's first parameter or buffer (CPU for an empty module)."""
-    for tensor in itertools.chain(module.parameters(), module.buffers()):
-        return tensor.device
-    return torch.device("cpu")
-
-
-def seed_from_random_state(random_state) -> int:
-    """Draw one 63-bit seed from a scikit-learn ``random_state``."""
-    return int(check_random_state(random_state).randint(0, 2**31 - 1))
-
-
-def torch_generator(random_state, device="cpu") -> torch.Generator:
-    """A local :class:`torch.Generator` seeded from ``random_state`` (no global seeding)."""
-    generator = torch.Generator(device=device)
-    generator.manual_seed(seed_from_random_state(random_state))
-    return generator
-
-
-@functools.cache
-def _malloc_trim():
-    """glibc's ``malloc_trim``, or None (another C library, or no C library found)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, TypeError):
-        return None
-
-
-def release_freed_memory() -> None:
-    """Return the heap's free pages to the operating system (glibc only; else a no-op).
-
-    Frees nothing that is still referenced: it only lowers the resident memory
-    that already-freed blocks still count for (see "Memory" above).
-    """
-    trim = _malloc_trim()
-    if trim is not None:
-        trim(0)
+__all__ = ["MapsOutputMixin", "progress_bar"]
 
 
 class _NoBar:
@@ -142,54 +46,55 @@ class _NoBar:
         pass
 
 
-def progress_bar(total: int, verbose, desc: str, unit: str = "img"):
-    """A tqdm bar when ``verbose`` is truthy, else an object that does nothing."""
-    if not verbose:
-        return _NoBar()
-    from tqdm.auto import tqdm
+class _CompactProgress:
+    """Progress as a few plain lines, for a log file (no carriage-return updates).
 
-    return tqdm(total=total, desc=desc, unit=unit, leave=False)
-
-
-class TorchModulesMixin:
-    """Pickle fitted torch modules on the CPU; restore them to ``device`` when it exists.
-
-    Subclasses list the fitted attributes holding torch modules in
-    ``_torch_modules`` and have a ``device`` parameter.
+    Prints when a tenth of the work more is done, at most every ``interval``
+    seconds, and once at the end.
     """
 
-    _torch_modules: tuple[str, ...] = ()
+    def __init__(self, total, desc, unit, stream, interval=10.0):
+        self.total, self.desc, self.unit, self.stream = total, desc, unit, stream
+        self.done, self.interval = 0, interval
+        self.start = self.last = time.monotonic()
+        self.next_share = 0.1
 
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: never move the live modules
-        for name in self._torch_modules:
-            module = state.get(name)
-            if isinstance(module, torch.nn.Module) and module_device(module).type != "cpu":
-                state[name] = copy.deepcopy(module).cpu()
-        return state
+    def update(self, n=1):
+        self.done += n
+        now = time.monotonic()
+        share = self.done / max(self.total, 1)
+        if share >= self.next_share and now - self.last >= self.interval and share < 1:
+            self._print(now)
+            self.next_share = share + 0.1
 
-    def __setstate__(self, state):
-        super().__setstate__(state)
-        modules = [
-            getattr(self, name)
-            for name in self._torch_modules
-            if isinstance(getattr(self, name, None), torch.nn.Module)
-        ]
-        if not modules or torch.device(self.device).type == "cpu":
-            return
-        try:
-            device = resolve_device(self.device)
-        except ValueError as exc:
-            warnings.warn(
-                f"{type(self).__name__} was fitted with device={self.device!r}, which is not "
-                f"available here ({exc}); its torch modules stay on the CPU. Call "
-                "set_params(device='cpu') before refitting on this machine.",
-                UserWarning,
-                stacklevel=2,
-            )
-            return
-        for module in modules:
-            module.to(device)
+    def _print(self, now):
+        self.last = now
+        print(
+            f"{self.desc}: {self.done}/{self.total} {self.unit} ({now - self.start:.0f} s)",
+            file=self.stream,
+            flush=True,
+        )
+
+    def close(self):
+        self._print(time.monotonic())
+
+
+def progress_bar(total: int, verbose, desc: str, unit: str = "img"):
+    """A progress reporter: a tqdm bar on a terminal, a few log lines otherwise.
+
+    Nothing at all unless ``verbose`` is truthy (the library is quiet by
+    default). When standard error is not a terminal (output redirected to a
+    file), a bar's carriage-return updates would fill the file; a few complete
+    lines are written instead.
+    """
+    if not verbose:
+        return _NoBar()
+    stream = sys.stderr
+    if not (hasattr(stream, "isatty") and stream.isatty()):
+        return _CompactProgress(total, desc, unit, stream)
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, leave=False, file=stream)
 
 
 class MapsOutputMixin:

@@ -2,97 +2,240 @@
 
 from __future__ import annotations
 
-from numbers import Integral
+import warnings
+from numbers import Integral, Real
 
 import numpy as np
-from scipy.spatial.distance import cdist
+from scipy.cluster.hierarchy import linkage
+from scipy.spatial.distance import cdist, squareform
 from sklearn.base import BaseEstimator, ClusterMixin, _fit_context
-from sklearn.cluster import AgglomerativeClustering
 from sklearn.metrics import calinski_harabasz_score, silhouette_score
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-__all__ = ["WardClustering", "estimate_n_clusters"]
+from ._random import Seeds
+
+__all__ = ["WardClustering", "estimate_n_clusters", "ward_tree_cut"]
+
+# Co-association matrices are n x n: beyond this many samples, cluster a sample
+# (skanomclust.cluster_images does) or turn resampling off.
+_MAX_RESAMPLED_SAMPLES = 20000
 
 
-def _ward_labels(X, n_clusters):
-    return AgglomerativeClustering(n_clusters=n_clusters, linkage="ward").fit_predict(X)
+def ward_tree_cut(tree, n_samples, n_clusters):
+    """Labels of the ``n_clusters`` clusters left after the first merges of a linkage tree.
+
+    Exact even when merge heights tie (unlike a cut at a height); clusters are
+    numbered in the order of their first sample.
+
+    Parameters
+    ----------
+    tree : ndarray of shape (n_samples - 1, 4)
+        A scipy linkage matrix.
+    n_samples : int
+    n_clusters : int
+        ``1 <= n_clusters <= n_samples``.
+
+    Returns
+    -------
+    labels : ndarray of shape (n_samples,), int
+    """
+    parent = np.arange(2 * n_samples - 1)
+    for step, (a, b) in enumerate(tree[: n_samples - n_clusters, :2].astype(np.intp)):
+        parent[a] = parent[b] = n_samples + step
+    # Follow each sample's chain of merges to its root among the merges made.
+    root = parent.copy()
+    for _ in range(n_samples):
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    _, labels = np.unique(root[:n_samples], return_inverse=True)
+    _, first = np.unique(labels, return_index=True)
+    order = np.argsort(np.argsort(first))  # renumber by first appearance
+    return order[labels]
 
 
-def estimate_n_clusters(X, *, max_clusters=10, criterion="silhouette"):
-    """Estimate the number of Ward clusters in ``X``.
+def _within_cluster_sums(tree, max_clusters):
+    """W(k), the total within-cluster sum of squares of the Ward cut at k, for k = 1..K.
 
-    Every k from 2 to ``max_clusters`` (at most ``n_samples - 1``) is cut
-    from one Ward tree and scored; the best-scoring k is returned.
+    scipy's Ward merge height ``d`` of two clusters raises the sum by ``d**2 / 2``.
+    """
+    heights = tree[:, 2][::-1]  # heights[j]: the merge from j + 2 to j + 1 clusters
+    increments = heights**2 / 2
+    total = np.cumsum(increments[::-1])[::-1]  # total[j] = W(j + 1)
+    return total[:max_clusters]
+
+
+def _lmethod(curve):
+    """The knee of a decreasing curve over k = 1..K: the L-method (Salvador & Chan, 2004).
+
+    Two straight lines are fitted, to the points up to the knee and from the
+    knee on; the knee minimising the size-weighted root mean squared error of
+    the pair is returned, with minus that error for every candidate knee.
+    """
+    ks = np.arange(1, len(curve) + 1, dtype=np.float64)
+    errors = {}
+    for knee in range(2, len(curve) - 1):
+        total = 0.0
+        for part in (slice(0, knee), slice(knee - 1, len(curve))):
+            x, y = ks[part], curve[part]
+            coefficients = np.polyfit(x, y, 1)
+            rmse = np.sqrt(np.mean((np.polyval(coefficients, x) - y) ** 2))
+            total += rmse * len(x) / (len(curve) + 1)
+        errors[knee] = -total
+    return errors
+
+
+def _has_structure(X, tree, max_clusters, seeds, n_references=10):
+    """Tibshirani's gap statistic against k = 1: does any cut beat one cluster?
+
+    ``gap(k)`` is how much lower the data's log W(k) lies than that of uniform
+    samples in the box of the data's principal axes. The data have structure
+    when, for some k in 2..``max_clusters``, ``gap(k)`` exceeds ``gap(1)`` by
+    more than the reference spread ``s_k`` (Tibshirani, Walther & Hastie,
+    2001); otherwise one cluster describes them as well as any split.
+    """
+    centred = X - X.mean(axis=0)
+    _, _, axes = np.linalg.svd(centred, full_matrices=False)
+    projected = centred @ axes.T
+    low, high = projected.min(axis=0), projected.max(axis=0)
+    rng = seeds.numpy("gap-reference")
+
+    def log_curve(tree_):
+        return np.log(np.maximum(_within_cluster_sums(tree_, max_clusters), 1e-300))
+
+    reference = np.stack(
+        [
+            log_curve(linkage(rng.uniform(low, high, projected.shape), "ward"))
+            for _ in range(n_references)
+        ]
+    )
+    gap = reference.mean(axis=0) - log_curve(tree)
+    spread = reference.std(axis=0) * np.sqrt(1 + 1 / n_references)
+    return bool(np.any(gap[1:] - gap[0] > spread[1:]))
+
+
+def estimate_n_clusters(X, *, max_clusters=15, criterion="lmethod", random_state=None):
+    """Estimate the number of Ward clusters in ``X``, cutting one tree for every k.
+
+    One Ward tree is built (:func:`scipy.cluster.hierarchy.linkage`) and cut
+    at every k from 1 to ``max_clusters`` (at most ``n_samples - 1``); the
+    criterion scores the cuts. One cluster is returned when all samples are
+    identical, or when the data split no better than structureless samples
+    (Tibshirani's gap rule at k = 1); otherwise the criterion picks k >= 2.
 
     Parameters
     ----------
     X : ndarray of shape (n_samples, n_features)
         Descriptors.
-    max_clusters : int, default=10
+    max_clusters : int, default=15
         Largest k considered.
-    criterion : {"silhouette", "calinski_harabasz", "gap"}, default="silhouette"
-        ``"silhouette"``: mean silhouette coefficient (Rousseeuw 1987),
-        robust to unequal cluster sizes. ``"calinski_harabasz"``: ratio of
-        between- to within-cluster dispersion. ``"gap"``: the k just before
-        the largest relative jump in Ward merge height (the longest branch
-        of the dendrogram).
+    criterion : {"lmethod", "silhouette", "calinski_harabasz", "gap"}, default="lmethod"
+        ``"lmethod"``: the knee of the within-cluster sum of squares W(k),
+        where two straight lines fit the curve best (Salvador & Chan, 2004).
+        ``"silhouette"``: mean silhouette coefficient (Rousseeuw, 1987).
+        ``"calinski_harabasz"``: ratio of between- to within-cluster
+        dispersion. ``"gap"``: the k just before the largest relative jump in
+        Ward merge height.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the reference samples of the k = 1 test.
 
     Returns
     -------
     n_clusters : int
     scores : dict
-        Score per candidate k.
+        Score of each candidate k >= 2 (the best is the largest); empty when
+        one cluster was found.
 
     Examples
     --------
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> X = np.concatenate([rng.normal(c, 0.1, (20, 2)) for c in (0, 3, 6)])
-    >>> estimate_n_clusters(X)[0]
+    >>> estimate_n_clusters(X, random_state=0)[0]
     3
     """
     X = np.asarray(X, dtype=np.float64)
     n = X.shape[0]
     if n < 3:
         raise ValueError(f"Estimating the number of clusters needs at least 3 samples, got {n}")
+    if len(np.unique(X, axis=0)) == 1:
+        return 1, {}
+    tree = linkage(X, "ward")
+    if not _has_structure(X, tree, min(max_clusters, n - 1), Seeds(random_state)):
+        return 1, {}
     top = min(max_clusters, n - 1)
     candidates = range(2, top + 1)
-    if criterion == "gap":
-        tree = AgglomerativeClustering(
-            n_clusters=None, distance_threshold=0.0, linkage="ward", compute_distances=True
-        ).fit(X)
-        heights = np.sort(tree.distances_)[::-1]  # heights[j]: merge that leaves j+1 clusters
+    if criterion == "lmethod" and top >= 4:
+        scores = _lmethod(_within_cluster_sums(tree, top))
+    elif criterion in ("gap", "lmethod"):
+        heights = tree[:, 2][::-1]  # heights[j]: merge that leaves j+1 clusters
         scores = {k: float(heights[k - 2] / max(heights[k - 1], 1e-12)) for k in candidates}
     else:
         score = silhouette_score if criterion == "silhouette" else calinski_harabasz_score
         scores = {}
         for k in candidates:
-            labels = _ward_labels(X, k)
+            labels = ward_tree_cut(tree, n, k)
             scores[k] = float(score(X, labels)) if len(np.unique(labels)) > 1 else -np.inf
     best = max(scores, key=lambda k: (scores[k], -k))
     return best, scores
 
 
+def _resampled_consensus(X, n_clusters, n_resamples, fraction, rng):
+    """Labels agreed over Ward clusterings of random subsets (evidence accumulation).
+
+    Each subset is clustered and every sample assigned to the nearest centroid;
+    the share of clusterings in which two samples fall together is their
+    similarity, clustered by average linkage. Small changes of the
+    descriptors (another seed of the earlier steps) move single merges of one
+    Ward tree, but far less this consensus.
+    """
+    n = len(X)
+    together = np.zeros((n, n), dtype=np.float32)
+    size = max(n_clusters, int(round(fraction * n)))
+    for _ in range(n_resamples):
+        subset = np.sort(rng.choice(n, size, replace=False))
+        labels = ward_tree_cut(linkage(X[subset], "ward"), size, n_clusters)
+        centres = np.stack([X[subset][labels == c].mean(axis=0) for c in range(n_clusters)])
+        assigned = np.argmin(cdist(X, centres, "sqeuclidean"), axis=1)
+        together += assigned[:, None] == assigned[None, :]
+    distance = 1.0 - together / n_resamples
+    np.fill_diagonal(distance, 0.0)
+    tree = linkage(squareform(distance, checks=False), "average")
+    return ward_tree_cut(tree, n, n_clusters)
+
+
 class WardClustering(ClusterMixin, BaseEstimator):
     """Ward agglomerative clustering that can also assign new samples.
 
-    ``fit`` produces exactly the labels of
-    ``sklearn.cluster.AgglomerativeClustering(n_clusters, linkage="ward")``.
-    ``predict`` assigns new samples to the nearest cluster centroid (the
-    inductive-clustering pattern); samples identical to a fitted sample keep
-    that sample's label, so ``predict`` on the training data returns
-    ``labels_``.
+    ``fit`` gives the partition of
+    ``sklearn.cluster.AgglomerativeClustering(n_clusters, linkage="ward")``,
+    numbered by first appearance. ``predict`` assigns new samples to the
+    nearest cluster centroid (the inductive-clustering pattern); samples
+    identical to a fitted sample keep that sample's label, so ``predict`` on
+    the training data returns ``labels_``.
 
     Parameters
     ----------
     n_clusters : int or "auto", default=2
         Number of clusters, or ``"auto"`` to estimate it with
-        :func:`estimate_n_clusters`.
-    max_clusters : int, default=10
+        :func:`estimate_n_clusters` (which may find one cluster). With fewer
+        distinct samples than ``n_clusters``, identical samples are never
+        split: there are only as many clusters as distinct samples (with a
+        warning).
+    max_clusters : int, default=15
         Largest k considered when ``n_clusters="auto"``.
-    criterion : {"silhouette", "calinski_harabasz", "gap"}, default="silhouette"
+    criterion : {"lmethod", "silhouette", "calinski_harabasz", "gap"}, default="lmethod"
         Rule used when ``n_clusters="auto"``.
+    n_resamples : int, default=0
+        With more than 0, the labels are the consensus of this many Ward
+        clusterings of random subsets (:func:`_resampled_consensus`), steadier
+        under small changes of the descriptors; 0 is plain Ward.
+    resample_fraction : float, default=0.8
+        Share of the samples in each subset.
+    random_state : int, RandomState instance or None, default=None
+        Seeds the resampling and the reference samples of the automatic k.
 
     Attributes
     ----------
@@ -103,12 +246,11 @@ class WardClustering(ClusterMixin, BaseEstimator):
     cluster_centers_ : ndarray of shape (n_clusters_, n_features)
         Mean descriptor of each cluster.
     n_clusters_scores_ : dict or None
-        Score of each candidate k when ``n_clusters="auto"``.
+        Score of each candidate k when ``n_clusters="auto"`` (largest = chosen).
     n_features_in_ : int
         Number of features seen during ``fit``.
     feature_names_in_ : ndarray of shape (n_features_in_,)
-        Column names when ``fit`` got a DataFrame (e.g. a pipeline with
-        ``set_output(transform="pandas")``).
+        Column names when ``fit`` got a DataFrame.
 
     Examples
     --------
@@ -125,13 +267,28 @@ class WardClustering(ClusterMixin, BaseEstimator):
     _parameter_constraints: dict = {
         "n_clusters": [Interval(Integral, 1, None, closed="left"), StrOptions({"auto"})],
         "max_clusters": [Interval(Integral, 2, None, closed="left")],
-        "criterion": [StrOptions({"silhouette", "calinski_harabasz", "gap"})],
+        "criterion": [StrOptions({"lmethod", "silhouette", "calinski_harabasz", "gap"})],
+        "n_resamples": [Interval(Integral, 0, None, closed="left")],
+        "resample_fraction": [Interval(Real, 0, 1, closed="right")],
+        "random_state": ["random_state"],
     }
 
-    def __init__(self, n_clusters=2, *, max_clusters=10, criterion="silhouette"):
+    def __init__(
+        self,
+        n_clusters=2,
+        *,
+        max_clusters=15,
+        criterion="lmethod",
+        n_resamples=0,
+        resample_fraction=0.8,
+        random_state=None,
+    ):
         self.n_clusters = n_clusters
         self.max_clusters = max_clusters
         self.criterion = criterion
+        self.n_resamples = n_resamples
+        self.resample_fraction = resample_fraction
+        self.random_state = random_state
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y=None):
@@ -150,29 +307,55 @@ class WardClustering(ClusterMixin, BaseEstimator):
         """
         X = validate_data(self, X, dtype=[np.float64, np.float32], ensure_min_samples=2)
         n = X.shape[0]
+        seeds = Seeds(self.random_state)
+        n_distinct = len(np.unique(X, axis=0))
+        self.n_clusters_scores_ = None
         if self.n_clusters == "auto":
-            if n < 3:
-                self.n_clusters_, self.n_clusters_scores_ = 1, None
-            else:
-                self.n_clusters_, self.n_clusters_scores_ = estimate_n_clusters(
-                    X, max_clusters=self.max_clusters, criterion=self.criterion
+            k = 1
+            if n >= 3:
+                k, self.n_clusters_scores_ = estimate_n_clusters(
+                    X,
+                    max_clusters=self.max_clusters,
+                    criterion=self.criterion,
+                    random_state=seeds.legacy("n_clusters"),
                 )
         else:
-            if self.n_clusters > n:
-                raise ValueError(
-                    f"n_clusters={self.n_clusters} is larger than the number of samples ({n})"
-                )
-            self.n_clusters_, self.n_clusters_scores_ = self.n_clusters, None
-        self.labels_ = (
-            _ward_labels(X, self.n_clusters_)
-            if self.n_clusters_ > 1
-            else np.zeros(n, dtype=np.intp)
-        )
+            k = self.n_clusters
+            if k > n:
+                raise ValueError(f"n_clusters={k} is larger than the number of samples ({n})")
+        if k > n_distinct:
+            warnings.warn(
+                f"Only {n_distinct} of the {n} samples are distinct; identical samples are "
+                f"not split, so there {'is' if n_distinct == 1 else 'are'} "
+                f"{n_distinct} cluster{'' if n_distinct == 1 else 's'} instead of {k}.",
+                UserWarning,
+                stacklevel=2,
+            )
+            k = n_distinct
+        self.n_clusters_ = int(k)
+        self.labels_ = self._partition(X, seeds)
         self.cluster_centers_ = np.stack(
             [X[self.labels_ == c].mean(axis=0) for c in range(self.n_clusters_)]
         )
         self._fit_X = X
         return self
+
+    def _partition(self, X, seeds):
+        n, k = X.shape[0], self.n_clusters_
+        if k == 1:
+            return np.zeros(n, dtype=np.intp)
+        if self.n_resamples > 0 and n > k:
+            if n > _MAX_RESAMPLED_SAMPLES:
+                raise ValueError(
+                    f"n_resamples > 0 needs an n x n matrix: at most {_MAX_RESAMPLED_SAMPLES} "
+                    f"samples, got {n}. Fit on a sample, or set n_resamples=0."
+                )
+            labels = _resampled_consensus(
+                X, k, self.n_resamples, self.resample_fraction, seeds.numpy("resamples")
+            )
+            if len(np.unique(labels)) == k:
+                return labels
+        return ward_tree_cut(linkage(X, "ward"), n, k)
 
     def predict(self, X):
         """Assign samples to the fitted clusters.
@@ -191,10 +374,12 @@ class WardClustering(ClusterMixin, BaseEstimator):
         check_is_fitted(self, "labels_")
         X = validate_data(self, X, dtype=[np.float64, np.float32], reset=False)
         labels = np.argmin(cdist(X, self.cluster_centers_, "sqeuclidean"), axis=1)
-        to_fitted = cdist(X, self._fit_X)
-        nearest = np.argmin(to_fitted, axis=1)
-        seen = to_fitted[np.arange(len(X)), nearest] == 0.0
-        labels[seen] = self.labels_[nearest[seen]]
+        # Training rows: look them up (in chunks, never an n x n_fit matrix at once).
+        for start in range(0, len(X), 1024):
+            block = cdist(X[start : start + 1024], self._fit_X)
+            nearest = np.argmin(block, axis=1)
+            seen = block[np.arange(len(block)), nearest] == 0.0
+            labels[start : start + 1024][seen] = self.labels_[nearest[seen]]
         return labels
 
     def __sklearn_tags__(self):

@@ -13,18 +13,11 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._images import check_images
-from ._utils import (
-    MapsOutputMixin,
-    TorchModulesMixin,
-    global_rng_lock,
-    module_device,
-    progress_bar,
-    release_freed_memory,
-    resolve_device,
-    seed_from_random_state,
-)
-from ._validation import features_with_spare_channel
-from .nn.backbones import BACKBONES, FeatureMapExtractor, get_backbone_spec, load_backbone
+from ._random import Seeds
+from ._torch import TorchModulesMixin, release_freed_memory
+from ._utils import MapsOutputMixin, progress_bar
+from .contract import empty_feature_maps
+from .nn.features import BACKBONES, FeatureMapExtractor, get_backbone_spec, load_backbone
 
 __all__ = ["TextureFeatureExtractor"]
 
@@ -202,10 +195,9 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
             raise ValueError(
                 f"layers must be a non-empty list of layer names, got {self.layers!r}"
             )
-        device = resolve_device(self.device)
-        seed = seed_from_random_state(self.random_state) if self.weights is None else None
-        with global_rng_lock:  # the random initialisation seeds torch's global generator
-            model, info = load_backbone(self.backbone, self.weights, seed=seed)
+        device = self._resolve_device()
+        generator = Seeds(self.random_state if self.weights is None else 0).torch("backbone")
+        model, info = load_backbone(self.backbone, self.weights, generator=generator)
         self.extractor_ = FeatureMapExtractor(model, layers, spec.mean, spec.std).to(device)
         self.layers_ = layers
         self.weights_info_ = info
@@ -226,14 +218,15 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
         -------
         features : ndarray of shape (n_images, n_channels_out_, h, w), of ``dtype``
             ``h = w = ceil(image_size / feature_stride_)`` for stride-8 layers.
-            The first channels of a buffer with one spare channel, which
-            :class:`BlindAnomalyLocalizer` fills with the anomaly map instead
-            of copying the features (its output then shares their memory);
-            so each image is one contiguous block but the whole array is not.
+            The first channels of a buffer with one spare channel
+            (:func:`skanomclust.contract.empty_feature_maps`), which a
+            :class:`BlindAnomalyLocalizer` with ``copy=False`` fills with the
+            anomaly maps instead of copying the features; so each image is one
+            contiguous block but the whole array is not.
         """
         check_is_fitted(self, "extractor_")
         images = self._validate_images(X, reset=False)
-        device = module_device(self.extractor_)
+        device = self.device_
         out = None
         start = 0
         bar = progress_bar(len(images), self.verbose, "features")
@@ -241,7 +234,7 @@ class TextureFeatureExtractor(MapsOutputMixin, TorchModulesMixin, TransformerMix
             for batch in images.iter_batches(self.batch_size, self.image_size, device):
                 maps = self.extractor_(batch).float().cpu().numpy()
                 if out is None:
-                    out = features_with_spare_channel((len(images), *maps.shape[1:]), self.dtype)
+                    out = empty_feature_maps((len(images), *maps.shape[1:]), self.dtype)
                 out[start : start + len(maps)] = maps
                 start += len(maps)
                 bar.update(len(maps))

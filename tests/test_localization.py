@@ -6,13 +6,15 @@ import torch
 from sklearn.utils._param_validation import InvalidParameterError
 
 from skanomclust import BlindAnomalyLocalizer
-from skanomclust._validation import (
-    claim_spare_channel,
-    features_with_spare_channel,
+from skanomclust.contract import (
+    append_anomaly_maps,
+    empty_feature_maps,
+    split_localizer_output,
     validate_feature_maps,
 )
 from skanomclust.localization import resize_anomaly_maps
 from skanomclust.nn import feature_correspondence_analysis, postprocess_anomaly_maps
+from skanomclust.nn.localization import fca_input
 
 FAST = dict(n_steps=20, pixels_per_step=256, hidden_channels=32, latent_channels=8)
 
@@ -54,37 +56,42 @@ def test_a_channel_slice_of_a_larger_buffer_is_used_without_a_copy(maps_with_out
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float16])
-def test_the_map_fills_the_spare_channel_once(dtype, maps_with_outlier):
-    features = features_with_spare_channel(maps_with_outlier.shape, dtype)
+def test_copy_false_fills_the_spare_channel_instead_of_copying(dtype, maps_with_outlier):
+    features = empty_feature_maps(maps_with_outlier.shape, dtype)
     features[...] = maps_with_outlier
     assert features.base.shape == (6, 9, 20, 20)
     plain = maps_with_outlier.astype(dtype)
     reference = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit(plain)
     expected = reference.transform(plain)
 
-    localizer = BlindAnomalyLocalizer(random_state=0, border=0, **FAST)
-    first = localizer.fit_transform(features)
-    assert first is features.base  # the features are not copied
-    np.testing.assert_array_equal(first, expected)
-    # the buffer is handed out once: a second output is a new array, the first stays as it was
-    second = BlindAnomalyLocalizer(random_state=1, border=0, **FAST).fit_transform(features)
-    assert not np.shares_memory(second, features)
-    np.testing.assert_array_equal(first, expected)
-    assert not np.array_equal(second[:, -1], first[:, -1])
-    third = localizer.transform(features)
-    assert not np.shares_memory(third, features)
-    np.testing.assert_array_equal(third, expected)
+    # copy=True (the default): a new array, the input untouched
+    copied = BlindAnomalyLocalizer(random_state=0, border=0, **FAST).fit_transform(features)
+    assert not np.shares_memory(copied, features)
+    np.testing.assert_array_equal(copied, expected)
+    # copy=False: the maps go into the spare channel, the buffer is returned
+    localizer = BlindAnomalyLocalizer(random_state=0, border=0, copy=False, **FAST)
+    shared = localizer.fit_transform(features)
+    assert shared is features.base
+    np.testing.assert_array_equal(shared, expected)
+    # ... and a later call on the same features writes there again (the documented cost)
+    again = localizer.transform(features)
+    assert again is features.base
+    # without a spare channel behind the input, copy=False copies
+    assert not np.shares_memory(localizer.transform(plain), plain)
 
 
-def test_only_a_whole_unclaimed_features_buffer_is_claimed():
-    features = features_with_spare_channel((4, 3, 5, 5), np.float32)
+def test_append_anomaly_maps_uses_only_a_whole_spare_channel():
+    features = empty_feature_maps((4, 3, 5, 5), np.float32)
     features[...] = 1.0
-    assert claim_spare_channel(features[:2]) is None  # a subset of the images
-    assert claim_spare_channel(features[:, :2]) is None  # a subset of the channels
-    assert claim_spare_channel(features.astype(np.float16)) is None
-    assert claim_spare_channel(np.zeros((4, 4, 5, 5), np.float32)[:, :3]) is None  # not registered
-    assert claim_spare_channel(features) is features.base
-    assert claim_spare_channel(features) is None  # once
+    maps = np.full((4, 5, 5), 2.0, np.float32)
+    for other in (features[:2], features[:, :2], features.astype(np.float16)):
+        out = append_anomaly_maps(other, maps[: len(other)], copy=False)
+        assert not np.shares_memory(out, other)
+    out = append_anomaly_maps(features, maps, copy=False)
+    assert out is features.base
+    split_features, split_maps = split_localizer_output(out)
+    np.testing.assert_array_equal(split_features, features)
+    np.testing.assert_array_equal(split_maps, maps)
 
 
 def test_half_precision_features_give_the_same_maps(maps_with_outlier):
@@ -155,7 +162,7 @@ def test_fca_reads_the_projected_input(mode, maps_with_outlier):
     np.testing.assert_allclose(components @ components.T, np.eye(3), atol=1e-5)
     # the maps are FCA of the projected residuals (or scaled features), post-processed
     with torch.inference_mode():
-        source = localizer._fca_input(torch.from_numpy(X))
+        source = fca_input(torch.from_numpy(X), localizer.vae_)
         projected = torch.einsum(
             "nchw,kc->nkhw",
             source - torch.from_numpy(mean)[:, None, None],

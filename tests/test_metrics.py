@@ -3,7 +3,9 @@ import json
 import numpy as np
 import pytest
 from scipy import ndimage
+from sklearn.metrics import roc_auc_score
 
+from skanomclust.metrics import _histogram as metrics  # the counting engine
 from skanomclust.metrics import (
     au_pro,
     clustering_f1_score,
@@ -418,3 +420,156 @@ def test_localization_report():
     }
     assert report["pixel_auroc"] == pytest.approx(5 / 6, abs=1e-15)
     json.dumps(report)
+
+
+# -------------------------------------------------------------------------------------------------
+# Histogram path (inputs of more than metrics._EXACT_MAX_PIXELS pixels)
+# -------------------------------------------------------------------------------------------------
+# The histogram path is forced on small inputs by lowering _EXACT_MAX_PIXELS, and made coarse by
+# lowering _N_BINS and _N_SUB_BINS, so that pixels of different scores share bins and the
+# refinement steps run. Its documented guarantee is an absolute error of at most _TOLERANCE per
+# metric (the bound on the error of the ties inside bins, computed from the histogram, is
+# brought under it by refinement); the tests check exactly that, plus 1e-12 for the float
+# rounding of sums over a few thousand pixels.
+
+
+@pytest.fixture
+def histogram_path(monkeypatch):
+    """Force the histogram path; small chunks so that counts are accumulated over chunks.
+
+    Fewer sub-bins than by default keep the refinement pass cheap on these small inputs.
+    """
+    monkeypatch.setattr(metrics, "_EXACT_MAX_PIXELS", 0)
+    monkeypatch.setattr(metrics, "_CHUNK_PIXELS", 400)
+    monkeypatch.setattr(metrics, "_N_SUB_BINS", 2**12)
+    return monkeypatch
+
+
+def _exact_auroc(masks, maps):
+    return roc_auc_score(
+        np.concatenate([m.ravel() for m in masks]), np.concatenate([a.ravel() for a in maps])
+    )
+
+
+def _check_against_exact(masks, maps, fpr_limit, tolerance):
+    report = localization_report(masks, maps, fpr_limit=fpr_limit)
+    assert report["pixel_auroc"] == pytest.approx(_exact_auroc(masks, maps), abs=tolerance)
+    expected_pro = _brute_force_au_pro(masks, maps, fpr_limit)
+    assert report["au_pro"] == pytest.approx(expected_pro, abs=tolerance)
+    assert pixel_auroc(masks, maps) == pytest.approx(report["pixel_auroc"], abs=tolerance)
+    assert au_pro(masks, maps, fpr_limit=fpr_limit) == pytest.approx(expected_pro, abs=tolerance)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("fpr_limit", [0.02, 0.3, 1.0])
+def test_histogram_path_matches_exact_references(histogram_path, seed, ties, fpr_limit):
+    # Default bins: scores of different values rarely share one of 2**20 bins.
+    masks, maps = _random_case(np.random.default_rng(seed), ties)
+    _check_against_exact(masks, maps, fpr_limit, metrics._TOLERANCE + 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(4))
+@pytest.mark.parametrize("ties", [False, True])
+@pytest.mark.parametrize("fpr_limit", [0.02, 0.3, 1.0])
+@pytest.mark.parametrize(("n_bins", "n_sub_bins"), [(8, 16), (64, 4096)])
+def test_coarse_histogram_is_refined_to_the_tolerance(
+    histogram_path, seed, ties, fpr_limit, n_bins, n_sub_bins
+):
+    # With 8 bins and 16 sub-bins, most bins are refined twice and end up sorted; with 64 bins
+    # and 4096 sub-bins, the sub-bins are mostly enough.
+    histogram_path.setattr(metrics, "_N_BINS", n_bins)
+    histogram_path.setattr(metrics, "_N_SUB_BINS", n_sub_bins)
+    masks, maps = _random_case(np.random.default_rng(seed), ties)
+    _check_against_exact(masks, maps, fpr_limit, metrics._TOLERANCE + 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_zero_tolerance_is_exact(histogram_path, seed):
+    histogram_path.setattr(metrics, "_N_BINS", 8)
+    histogram_path.setattr(metrics, "_N_SUB_BINS", 16)
+    histogram_path.setattr(metrics, "_TOLERANCE", 0.0)
+    masks, maps = _random_case(np.random.default_rng(seed), ties=False)
+    _check_against_exact(masks, maps, 0.3, 1e-12)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_unrefined_histogram_error_is_within_its_bound(histogram_path, seed):
+    # Without refinement the pixels of a bin are tied; the error is not zero but within the
+    # bound that the refinement relies on.
+    histogram_path.setattr(metrics, "_N_BINS", 32)
+    histogram_path.setattr(metrics, "_TOLERANCE", np.inf)
+    masks, maps = _random_case(np.random.default_rng(seed), ties=False)
+    groups = metrics._score_groups(
+        masks, maps, metrics._region_weights(masks), auroc=True, fpr_limit=0.3
+    )
+    n_regions = metrics._region_weights(masks)[1]
+    assert groups[0].size <= 32
+    auroc_bound = metrics._auroc_error_terms(groups[0], groups[1]).sum()
+    pro_bound = metrics._au_pro_error_terms(groups[0], groups[2], n_regions, 0.3).sum()
+    auroc_error = abs(pixel_auroc(masks, maps) - _exact_auroc(masks, maps))
+    pro_error = abs(au_pro(masks, maps) - _brute_force_au_pro(masks, maps, 0.3))
+    assert 0 < auroc_error <= auroc_bound + 1e-12
+    assert 0 < pro_error <= pro_bound + 1e-12
+    # Far above the default tolerance (1e-5): the refinement tests above check something.
+    assert max(auroc_error, pro_error) > 1e-4
+
+
+def test_histogram_path_outlier_and_mass_of_ties(histogram_path):
+    # An outlier squeezes all other scores into the first of 2**20 bins (refined into
+    # sub-bins); half of the pixels share one score, in a bin with other scores (refined
+    # again: only the pixels that differ from the tied score are sorted).
+    rng = np.random.default_rng(3)
+    masks, maps = _random_case(rng, ties=False)
+    maps = [np.maximum(amap, np.median(amap)) for amap in maps]
+    maps[1][0, 0] = 1e6
+    for fpr_limit in (0.02, 0.3):
+        _check_against_exact(masks, maps, fpr_limit, metrics._TOLERANCE + 1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_histogram_path_exact_on_separated_scores(histogram_path, dtype):
+    # No two pixels share a bin: the histogram path is exact (the documented examples, and
+    # the hand-computed cases above).
+    assert pixel_auroc([[[0, 1], [0, 1]]], np.array([[[0.1, 0.8], [0.4, 0.3]]], dtype)) == 0.75
+    assert au_pro([[[0, 1, 1, 0]]], np.array([[[0.1, 0.8, 0.4, 0.6]]], dtype)) == 0.5
+    assert localization_report([[[0, 1, 1, 0]]], np.array([[[0.1, 0.8, 0.4, 0.6]]], dtype)) == {
+        "pixel_auroc": 0.75,
+        "au_pro": 0.5,
+    }
+    masks = np.array([[[1, 0], [0, 0]], [[0, 1], [1, 0]]], dtype=bool)
+    maps = np.array([[[0.9, 0.2], [0.4, 0.1]], [[0.5, 0.6], [0.3, 0.3]]], dtype)
+    assert pixel_auroc(masks, maps) == pytest.approx(5 / 6, abs=1e-15)
+    mask = np.array([[1, 0, 1, 1, 1, 0, 0, 0]], dtype=bool)
+    amap = np.array([[0.9, 0.8, 0.7, 0.2, 0.2, 0.3, 0.1, 0.1]], dtype)
+    assert au_pro([mask], [amap]) == pytest.approx(19 / 36, abs=1e-15)
+    assert au_pro([mask], [amap], fpr_limit=1.0) == pytest.approx(19 / 24, abs=1e-15)
+
+
+@pytest.mark.parametrize("fpr_limit", [0.05, 0.3, 1.0])
+def test_histogram_path_constant_map(histogram_path, fpr_limit):
+    masks = np.zeros((2, 5, 5), dtype=bool)
+    masks[0, 1:3, 1:3] = True
+    masks[1, 4, :] = True
+    maps = np.full(masks.shape, 0.7, dtype=np.float32)
+    assert pixel_auroc(masks, maps) == 0.5
+    assert au_pro(masks, maps, fpr_limit=fpr_limit) == pytest.approx(fpr_limit / 2, abs=1e-15)
+
+
+def test_histogram_path_float32_matches_exact_on_the_same_values(histogram_path):
+    # float32 maps are binned in float32; the reference sees the same values in float64.
+    masks, maps = _random_case(np.random.default_rng(5), ties=False)
+    maps32 = [amap.astype(np.float32) for amap in maps]
+    maps64 = [amap.astype(np.float64) for amap in maps32]
+    _check_against_exact(masks, maps32, 0.3, metrics._TOLERANCE + 1e-12)
+    assert au_pro(masks, maps32) == pytest.approx(au_pro(masks, maps64), abs=1e-12)
+    mixed = maps32[:2] + maps64[2:]  # binned in float64
+    assert localization_report(masks, mixed) == localization_report(masks, maps64)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.int32, np.uint8, bool])
+def test_other_map_dtypes(dtype):
+    masks = np.array([[[0, 1, 1, 0]]], dtype=bool)
+    maps = np.array([[[0, 3, 2, 1]]]).astype(dtype)
+    expected = localization_report(masks, maps.astype(np.float64))
+    assert localization_report(masks, maps) == expected

@@ -1,19 +1,12 @@
-"""Anomaly-weighted pooling (paper Eq. 2)."""
+"""Step 4: the descriptor views (paper Eq. 2 and the appearance view) and their assembly."""
 
 import numpy as np
 import pytest
 import torch
-from scipy import stats
 
 from skanomclust import AnomalyWeightedPooling
-from skanomclust.nn.fca import gaussian_blur
-from skanomclust.nn.pooling import (
-    BIMODALITY_THRESHOLD,
-    anomaly_weighted_pooling,
-    fit_normality_gate,
-    normality_gate,
-    score_bimodality,
-)
+from skanomclust.nn import gaussian_blur
+from skanomclust.nn.pooling import anomaly_weighted_pooling, spread_weighted_pooling
 
 
 def test_matches_a_direct_computation():
@@ -46,21 +39,73 @@ def test_large_tau_is_mean_pooling_of_centred_features():
     torch.testing.assert_close(out, torch.zeros(2, 4), atol=1e-6, rtol=0)
 
 
+def test_spread_weighted_pooling_follows_each_map():
+    features = torch.rand(2, 3, 6, 6)
+    maps = torch.zeros(2, 6, 6)
+    # image 0: a flat map, the whole image is pooled (mean pooling)
+    flat = spread_weighted_pooling(features[:1], maps[:1], blur_sigma=0)
+    torch.testing.assert_close(flat[0], features[0].mean(dim=(1, 2)))
+    # image 1: one pixel far above the rest, its features dominate
+    maps[1, 2, 3] = 1.0
+    peaked = spread_weighted_pooling(features, maps, spread=0.1, blur_sigma=0)
+    torch.testing.assert_close(peaked[1], features[1, :, 2, 3], atol=1e-4, rtol=0)
+    # the temperature is in units of each map's spread: scaling a map changes nothing
+    torch.testing.assert_close(
+        spread_weighted_pooling(features, maps * 7.0, blur_sigma=0),
+        spread_weighted_pooling(features, maps, blur_sigma=0),
+    )
+
+
+def _localized(n=6, channels=4, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, channels + 1, 8, 8), dtype=np.float32)
+    X[:, -1] *= 0.1
+    return X
+
+
 def test_estimator_shapes_batches_and_2d():
-    rng = np.random.default_rng(0)
-    X = rng.random((5, 4, 8, 8), dtype=np.float32)
+    X = _localized(5)
     pooling = AnomalyWeightedPooling(batch_size=2).fit(X)
     out = pooling.transform(X)
-    assert out.shape == (5, 3) and out.dtype == np.float32
+    assert out.shape == (5, 8) and out.dtype == np.float32  # anomaly + appearance views
     np.testing.assert_allclose(out, AnomalyWeightedPooling(batch_size=64).fit_transform(X))
-    np.testing.assert_allclose(out[2:3], pooling.transform(X[2:3]), rtol=1e-6)
-    assert AnomalyWeightedPooling().fit_transform(X[:, :, 0, 0]).shape == (5, 3)
+    np.testing.assert_allclose(out[2:3], pooling.transform(X[2:3]), rtol=1e-5, atol=1e-6)
+    assert AnomalyWeightedPooling().fit_transform(X[:, :, 0, 0]).shape == (5, 8)
     assert list(pooling.get_feature_names_out()) == [
-        f"anomalyweightedpooling{i}" for i in range(3)
+        f"anomalyweightedpooling{i}" for i in range(8)
     ]
     half = AnomalyWeightedPooling().fit_transform(X.astype(np.float16))
     assert half.dtype == np.float32
-    np.testing.assert_allclose(half, AnomalyWeightedPooling().fit_transform(X), atol=1e-2)
+    np.testing.assert_allclose(half, AnomalyWeightedPooling().fit_transform(X), atol=0.05)
+    paper = AnomalyWeightedPooling(appearance_weight=0, gate=None).fit_transform(X)
+    assert paper.shape == (5, 4)
+
+
+def test_paper_configuration_is_eq_2():
+    X = _localized()
+    paper = AnomalyWeightedPooling(appearance_weight=0, gate=None).fit_transform(X)
+    expected = anomaly_weighted_pooling(torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1]))
+    np.testing.assert_allclose(paper, expected.numpy(), rtol=1e-5, atol=1e-7)
+
+
+def test_views_are_unit_length_and_the_appearance_view_standardised():
+    X = _localized(10)
+    pooling = AnomalyWeightedPooling(gate=None, appearance_weight=0.5).fit(X)
+    out = pooling.transform(X)
+    features, maps = torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1])
+    anomaly = anomaly_weighted_pooling(features, maps).numpy()
+    appearance = spread_weighted_pooling(features, maps).numpy()
+    np.testing.assert_allclose(pooling.appearance_mean_, appearance.mean(axis=0), rtol=1e-5)
+    standard = (appearance - pooling.appearance_mean_) / pooling.appearance_scale_
+    expected = np.hstack(
+        [
+            anomaly / np.linalg.norm(anomaly, axis=1, keepdims=True),
+            0.5 * standard / np.linalg.norm(standard, axis=1, keepdims=True),
+        ]
+    )
+    np.testing.assert_allclose(out, expected, rtol=1e-4, atol=1e-6)
+    # the statistics are the training images': new images are scaled with them
+    np.testing.assert_allclose(pooling.transform(X[:3]), out[:3], rtol=1e-5, atol=1e-6)
 
 
 def test_needs_a_map_channel():
@@ -77,78 +122,27 @@ def _planted(n_normal=8, n_anomalous=4, seed=0):
     return X
 
 
-def test_normality_gate_by_hand():
-    descriptors = torch.tensor([[3.0, 4.0], [0.0, 2.0], [1.0, 0.0]])
-    scores = torch.tensor([0.2, 0.5, 0.8])
-    got = normality_gate(descriptors, scores, threshold=0.5, width=0.1)
-    gate = torch.sigmoid((scores - 0.5) / 0.1)
-    expected = torch.tensor([[0.6, 0.8], [0.0, 1.0], [1.0, 0.0]]) * gate[:, None]
-    torch.testing.assert_close(got, expected)
-    hard = normality_gate(descriptors, scores, threshold=0.5, width=0)
-    torch.testing.assert_close(hard, torch.tensor([[0.0, 0.0], [0.0, 0.0], [1.0, 0.0]]))
-
-
 def test_gate_collapses_normal_images_and_keeps_anomalous_ones():
     X = _planted()
     pooling = AnomalyWeightedPooling().fit(X)
     scores = X[:, -1].reshape(len(X), -1).max(axis=1)
-    # two groups of scores: the default gate="auto" gates, at Otsu's threshold
-    assert pooling.gate_bimodality_ > BIMODALITY_THRESHOLD
-    assert pooling.gate_threshold_ == AnomalyWeightedPooling(gate="otsu").fit(X).gate_threshold_
+    assert pooling.gate_.active_ and pooling.gate_.kind_ == "gmm"
     assert scores[:8].max() < pooling.gate_threshold_ < scores[8:].min()
-    assert pooling.gate_scale_ == pytest.approx(0.1 * np.std(scores, ddof=1), rel=1e-5)
     norms = np.linalg.norm(pooling.transform(X), axis=1)
     assert norms[:8].max() < 0.01 and norms[8:].min() > 0.99
-
-
-def test_gate_none_is_the_paper_descriptor_and_float_gate_is_used_as_given():
-    X = _planted()
-    plain = AnomalyWeightedPooling(gate=None).fit(X)
-    assert plain.gate_threshold_ is None and plain.gate_scale_ is None
-    expected = anomaly_weighted_pooling(torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1]))
-    np.testing.assert_allclose(plain.transform(X), expected.numpy(), rtol=1e-5, atol=1e-7)
-    fixed = AnomalyWeightedPooling(gate=2.0, gate_width=0).fit(X)
-    assert fixed.gate_threshold_ == 2.0
-    np.testing.assert_array_equal(fixed.transform(X), 0.0)  # no image scores above 2
-
-
-def test_gate_threshold_is_fitted_not_recomputed_on_new_images():
-    X = _planted()
-    pooling = AnomalyWeightedPooling().fit(X)
-    # Only normal images at transform time: they must stay collapsed.
-    norms = np.linalg.norm(pooling.transform(X[:8]), axis=1)
-    assert norms.max() < 0.01
-
-
-def test_bimodality_coefficient_matches_its_definition():
-    rng = np.random.default_rng(0)
-    values = rng.gamma(2.0, size=50)
-    n = len(values)
-    g1, g2 = stats.skew(values, bias=False), stats.kurtosis(values, bias=False)
-    expected = (g1**2 + 1) / (g2 + 3 * (n - 1) ** 2 / ((n - 2) * (n - 3)))
-    assert score_bimodality(torch.from_numpy(values)) == pytest.approx(expected, rel=1e-12)
-    # reference values: 5/9 uniform, 1/3 normal, 1 for two equal point masses
-    assert score_bimodality(rng.uniform(size=200_000)) == pytest.approx(5 / 9, abs=0.01)
-    assert score_bimodality(rng.normal(size=200_000)) == pytest.approx(1 / 3, abs=0.01)
-    assert score_bimodality(np.repeat([0.0, 1.0], 5000)) == pytest.approx(1.0, abs=0.01)
-    assert np.isnan(score_bimodality([1.0, 2.0, 3.0]))  # fewer than 4 scores
-    assert np.isnan(score_bimodality(np.ones(10)))  # constant scores
+    # fitted once: only normal images at transform time stay collapsed
+    assert np.linalg.norm(pooling.transform(X[:8]), axis=1).max() < 0.01
 
 
 def test_auto_gate_is_off_for_unimodal_scores():
-    # Every image anomalous, to different degrees: one mode of scores, no
-    # group of normal images for the gate to set apart.
     rng = np.random.default_rng(0)
     X = rng.random((40, 4, 8, 8), dtype=np.float32)
     X[:, -1] *= 0.1
     X[:, -1, 4, 4] = rng.normal(1.0, 0.1, 40)
     auto = AnomalyWeightedPooling().fit(X)
-    assert auto.gate_bimodality_ < BIMODALITY_THRESHOLD
-    assert auto.gate_threshold_ is None and auto.gate_scale_ is None
+    assert not auto.gate_.active_ and auto.gate_threshold_ is None
     plain = AnomalyWeightedPooling(gate=None).fit_transform(X)
     np.testing.assert_array_equal(auto.transform(X), plain)
     forced = AnomalyWeightedPooling(gate="otsu").fit(X)
     assert forced.gate_threshold_ is not None
     assert not np.allclose(forced.transform(X), auto.transform(X))
-    threshold, scale = fit_normality_gate(torch.from_numpy(X[:, -1].max(axis=(1, 2))), "auto", 0.1)
-    assert threshold is None and scale is None

@@ -1,5 +1,6 @@
 """The pipeline in scikit-learn's machinery: GridSearchCV, caching, joblib, pickling, pandas."""
 
+import os
 import pickle
 import subprocess
 import sys
@@ -21,39 +22,16 @@ from skanomclust import (
     ContrastiveRefiner,
     TextureFeatureExtractor,
     WardClustering,
-    _utils,
-    make_blind_pipeline,
+    _torch,
 )
-from skanomclust.datasets import make_synthetic_textures
 
-TINY_LOCALIZER = {
-    "n_steps": 5,
-    "pixels_per_step": 64,
-    "hidden_channels": 8,
-    "latent_channels": 4,
-    "border": 0,
-}
-TINY_REFINER = {"n_epochs": 1, "hidden_channels": 8, "out_channels": 4}
-
-
-def _tiny_pipeline(memory=None, n_clusters=3):
-    """make_blind_pipeline with a random backbone, 32-pixel images and tiny torch parts."""
-    pipeline = make_blind_pipeline(
-        n_clusters, weights=None, image_size=32, random_state=0, memory=memory
-    )
-    return pipeline.set_params(
-        **{f"localizer__{k}": v for k, v in TINY_LOCALIZER.items()},
-        **{f"refiner__{k}": v for k, v in TINY_REFINER.items()},
-    )
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
-def textures():
+def textures(tiny_textures):
     """12 images: 6 normal, 3 scratches, 3 holes."""
-    data = make_synthetic_textures(
-        6, 3, defect_types=("scratch", "hole"), image_size=32, random_state=0
-    )
-    return data.images, data.target
+    return tiny_textures.images, tiny_textures.target
 
 
 def descriptor_silhouette(pipeline, X, y=None):
@@ -66,14 +44,20 @@ def descriptor_silhouette(pipeline, X, y=None):
 
 
 NMI = make_scorer(normalized_mutual_info_score)
-GRID = {"clustering__n_clusters": [2, 3], "refiner__tau": [0.002, 0.05]}
+# The default pipeline (pooling step); GRID_CONTRASTIVE searches the contrastive step.
+GRID = {"clustering__n_clusters": [2, 3], "pooling__tau": [0.002, 0.05]}
+GRID_CONTRASTIVE = {"clustering__n_clusters": [2, 3], "refiner__tau": [0.002, 0.05]}
 
 
 # --------------------------------------------------------------------------- GridSearchCV
-def test_grid_search_with_labels(textures):
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_grid_search_with_labels(textures, make_tiny_pipeline, contrastive):
     X, y = textures
     search = GridSearchCV(
-        _tiny_pipeline(), GRID, scoring=NMI, cv=KFold(2, shuffle=True, random_state=0)
+        make_tiny_pipeline(contrastive=contrastive),
+        GRID_CONTRASTIVE if contrastive else GRID,
+        scoring=NMI,
+        cv=KFold(2, shuffle=True, random_state=0),
     )
     search.fit(X, y)
     scores = search.cv_results_["mean_test_score"]
@@ -86,11 +70,11 @@ def test_grid_search_with_labels(textures):
     assert len(np.unique(labels)) == search.best_params_["clustering__n_clusters"]
 
 
-def test_grid_search_without_labels(textures):
+def test_grid_search_without_labels(textures, make_tiny_pipeline):
     X, _ = textures
     everything = [(np.arange(len(X)), np.arange(len(X)))]  # blind: score the fitted images
     search = GridSearchCV(
-        _tiny_pipeline(),
+        make_tiny_pipeline(),
         {"clustering__n_clusters": [2, 3, 4], "localizer__n_steps": [0, 5]},
         scoring=descriptor_silhouette,
         cv=everything,
@@ -104,9 +88,9 @@ def test_grid_search_without_labels(textures):
     assert np.all(np.abs(search.cv_results_["mean_test_score"]) <= 1)
 
 
-def _search(n_jobs):
+def _search(make_tiny_pipeline, n_jobs):
     return GridSearchCV(
-        _tiny_pipeline(),
+        make_tiny_pipeline(),
         GRID,
         scoring=NMI,
         cv=KFold(2, shuffle=True, random_state=0),
@@ -119,18 +103,19 @@ def _split_scores(search):
 
 
 @pytest.fixture(scope="module")
-def sequential_scores(textures):
-    return _split_scores(_search(n_jobs=1).fit(*textures))
+def sequential_scores(textures, make_tiny_pipeline):
+    return _split_scores(_search(make_tiny_pipeline, n_jobs=1).fit(*textures))
 
 
-def test_grid_search_in_loky_worker_processes(textures, sequential_scores):
+def test_grid_search_in_loky_worker_processes(textures, make_tiny_pipeline, sequential_scores):
     # every fit seeds itself from random_state: worker processes give the same scores
-    np.testing.assert_allclose(_split_scores(_search(n_jobs=2).fit(*textures)), sequential_scores)
+    search = _search(make_tiny_pipeline, n_jobs=2).fit(*textures)
+    np.testing.assert_allclose(_split_scores(search), sequential_scores)
 
 
-def test_grid_search_in_threads(textures, sequential_scores):
+def test_grid_search_in_threads(textures, make_tiny_pipeline, sequential_scores):
     with joblib.parallel_backend("threading"):
-        search = _search(n_jobs=2).fit(*textures)
+        search = _search(make_tiny_pipeline, n_jobs=2).fit(*textures)
     np.testing.assert_allclose(_split_scores(search), sequential_scores)
 
 
@@ -145,15 +130,15 @@ class CountingFeatureExtractor(TextureFeatureExtractor):
         return super().transform(X)
 
 
-def test_memory_caches_the_feature_extraction(textures, tmp_path, monkeypatch):
+def test_memory_caches_the_feature_extraction(textures, make_tiny_pipeline, tmp_path, monkeypatch):
     X, _ = textures
     monkeypatch.setattr(CountingFeatureExtractor, "n_transforms", 0)
-    pipeline = _tiny_pipeline(memory=joblib.Memory(tmp_path, verbose=0))
+    pipeline = make_tiny_pipeline(memory=joblib.Memory(tmp_path, verbose=0))
     pipeline.steps[0] = ("features", CountingFeatureExtractor(**pipeline[0].get_params()))
     first = pipeline.fit_predict(X)
     assert CountingFeatureExtractor.n_transforms == 1
 
-    pipeline.set_params(clustering__n_clusters=2, refiner__tau=0.01, localizer__n_steps=3)
+    pipeline.set_params(clustering__n_clusters=2, pooling__tau=0.01, localizer__n_steps=3)
     second = pipeline.fit_predict(X)
     assert CountingFeatureExtractor.n_transforms == 1  # features came from the cache
     assert not np.array_equal(first, second)
@@ -170,39 +155,72 @@ def test_memory_caches_the_feature_extraction(textures, tmp_path, monkeypatch):
 
 
 # --------------------------------------------------------------------------- persistence
-def test_pickled_pipeline_predicts_the_same_in_a_new_process(textures, tmp_path):
+def test_pickled_pipelines_predict_the_same_in_a_new_process(
+    textures, make_tiny_pipeline, tmp_path
+):
     X, _ = textures
-    pipeline = _tiny_pipeline().fit(X)
-    joblib.dump(pipeline, tmp_path / "pipeline.joblib")
     np.save(tmp_path / "X.npy", X)
+    # the default pipeline, and the contrastive one, which holds every torch module
+    pipelines = {
+        name: make_tiny_pipeline(contrastive=contrastive).fit(X)
+        for name, contrastive in (("default", False), ("contrastive", True))
+    }
+    for name, pipeline in pipelines.items():
+        joblib.dump(pipeline, tmp_path / f"{name}.joblib")
     script = (
-        "import sys, joblib, numpy as np\n"
-        "pipeline = joblib.load(sys.argv[1] + '/pipeline.joblib')\n"
+        "import sys, joblib, numpy as np, torch\n"
+        "torch.set_num_threads(int(sys.argv[2]))\n"
         "X = np.load(sys.argv[1] + '/X.npy')\n"
-        "np.save(sys.argv[1] + '/labels.npy', pipeline.predict(X))\n"
-        "np.save(sys.argv[1] + '/descriptors.npy', pipeline[:-1].transform(X))\n"
+        "for name in sys.argv[3:]:\n"
+        "    pipeline = joblib.load(f'{sys.argv[1]}/{name}.joblib')\n"
+        "    np.save(f'{sys.argv[1]}/{name}-labels.npy', pipeline.predict(X))\n"
+        "    np.save(f'{sys.argv[1]}/{name}-descriptors.npy', pipeline[:-1].transform(X))\n"
     )
-    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True, timeout=120)
-    np.testing.assert_array_equal(np.load(tmp_path / "labels.npy"), pipeline.predict(X))
-    np.testing.assert_allclose(
-        np.load(tmp_path / "descriptors.npy"), pipeline[:-1].transform(X), rtol=1e-5, atol=1e-6
+    # The same number of torch threads as here: the float rounding of the features depends
+    # on it (tests/test_random.py), and this test compares the descriptors closely.
+    threads = str(torch.get_num_threads())
+    subprocess.run(
+        [sys.executable, "-c", script, str(tmp_path), threads, *pipelines],
+        check=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": threads},
     )
+    for name, pipeline in pipelines.items():
+        np.testing.assert_array_equal(
+            np.load(tmp_path / f"{name}-labels.npy"), pipeline.predict(X)
+        )
+        np.testing.assert_allclose(
+            np.load(tmp_path / f"{name}-descriptors.npy"),
+            pipeline[:-1].transform(X),
+            rtol=1e-5,
+            atol=1e-6,
+        )
 
 
 @pytest.fixture(scope="module")
-def fitted_torch_estimators(textures):
-    """(estimator, fitted module attribute, its input) for every estimator holding torch."""
+def fitted_torch_estimators(textures, tiny_backbone, tiny_localizer, tiny_refiner):
+    """(estimator, fitted module attribute or None, its input) for every estimator on torch."""
     X, _ = textures
-    features = TextureFeatureExtractor(weights=None, image_size=32, random_state=0).fit(X)
+    features = TextureFeatureExtractor(**tiny_backbone).fit(X)
     maps = features.transform(X)
-    localizer = BlindAnomalyLocalizer(random_state=0, **TINY_LOCALIZER).fit(maps)
+    localizer = BlindAnomalyLocalizer(random_state=0, **tiny_localizer).fit(maps)
     localized = localizer.transform(maps)
-    refiner = ContrastiveRefiner(random_state=0, **TINY_REFINER).fit(localized)
+    refiner = ContrastiveRefiner(random_state=0, **tiny_refiner).fit(localized)
+    pooling = AnomalyWeightedPooling(random_state=0).fit(localized)
     return {
         "features": (features, "extractor_", X),
         "localizer": (localizer, "vae_", maps),
         "refiner": (refiner, "head_", localized),
+        "pooling": (pooling, None, localized),  # computes with torch, holds no module
     }
+
+
+def _fitted_on_cuda(estimator):
+    """A pickle of a copy of ``estimator`` as if fitted with device="cuda"."""
+    on_gpu = pickle.loads(pickle.dumps(estimator))
+    on_gpu.device = "cuda"
+    on_gpu.device_ = torch.device("cuda")  # what fit resolves the device parameter to
+    return pickle.dumps(on_gpu)
 
 
 def _tensors(module):
@@ -214,7 +232,7 @@ def test_getstate_stores_modules_on_the_cpu(step, fitted_torch_estimators, monke
     estimator, attribute, _ = fitted_torch_estimators[step]
     live = getattr(estimator, attribute)
     # Pretend the fitted module lives on a GPU: __getstate__ must then pickle a CPU copy.
-    monkeypatch.setattr(_utils, "module_device", lambda module: torch.device("cuda", 0))
+    monkeypatch.setattr(_torch, "module_device", lambda module: torch.device("cuda", 0))
     state = estimator.__getstate__()
     assert state[attribute] is not live
     assert all(t.device.type == "cpu" for t in _tensors(state[attribute]))
@@ -223,35 +241,34 @@ def test_getstate_stores_modules_on_the_cpu(step, fitted_torch_estimators, monke
         torch.testing.assert_close(a, b)
 
 
-@pytest.mark.parametrize("step", ["features", "localizer", "refiner"])
+@pytest.mark.parametrize("step", ["features", "localizer", "refiner", "pooling"])
 def test_model_fitted_on_cuda_loads_on_a_cpu_only_machine(
     step, fitted_torch_estimators, monkeypatch
 ):
     estimator, attribute, X = fitted_torch_estimators[step]
     expected = estimator.transform(X)
-    on_gpu = pickle.loads(pickle.dumps(estimator))
-    on_gpu.device = "cuda"  # as if fitted with device="cuda"
-    blob = pickle.dumps(on_gpu)
+    blob = _fitted_on_cuda(estimator)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.warns(UserWarning, match="device='cuda', which is not available here"):
         loaded = pickle.loads(blob)
-    assert all(t.device.type == "cpu" for t in _tensors(getattr(loaded, attribute)))
+    assert loaded.device_ == torch.device("cpu")
+    if attribute is not None:
+        assert all(t.device.type == "cpu" for t in _tensors(getattr(loaded, attribute)))
     np.testing.assert_allclose(loaded.transform(X), expected, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("step", ["features", "localizer", "refiner"])
 def test_model_goes_back_to_its_device_where_it_exists(step, fitted_torch_estimators, monkeypatch):
-    estimator, attribute, _ = fitted_torch_estimators[step]
-    on_gpu = pickle.loads(pickle.dumps(estimator))
-    on_gpu.device = "cuda"
-    blob = pickle.dumps(on_gpu)
+    estimator, _, _ = fitted_torch_estimators[step]
+    blob = _fitted_on_cuda(estimator)
     moves = []
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.nn.Module, "to", lambda module, device: moves.append(device))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        pickle.loads(blob)
+        loaded = pickle.loads(blob)
     assert moves == [torch.device("cuda")]
+    assert loaded.device_ == torch.device("cuda")
 
 
 def test_cpu_model_loads_without_warning_or_moves(fitted_torch_estimators):
@@ -263,9 +280,9 @@ def test_cpu_model_loads_without_warning_or_moves(fitted_torch_estimators):
 
 
 # --------------------------------------------------------------------------- pandas output
-def test_localizer_names_its_channels_and_the_anomaly_score():
+def test_localizer_names_its_channels_and_the_anomaly_score(tiny_localizer):
     X = pd.DataFrame(np.random.default_rng(0).random((6, 3)), columns=["a", "b", "c"])
-    localizer = BlindAnomalyLocalizer(random_state=0, **TINY_LOCALIZER).fit(X)
+    localizer = BlindAnomalyLocalizer(random_state=0, **tiny_localizer).fit(X)
     assert list(localizer.get_feature_names_out()) == ["a", "b", "c", "anomaly_score"]
     out = localizer.set_output(transform="pandas").transform(X)
     assert isinstance(out, pd.DataFrame)
@@ -276,32 +293,45 @@ def test_localizer_names_its_channels_and_the_anomaly_score():
     assert isinstance(clone(localizer).fit_transform(maps), np.ndarray)
 
 
-def test_pandas_output_through_the_image_pipeline(textures):
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_pandas_output_through_the_image_pipeline(
+    textures, make_tiny_pipeline, tiny_refiner, contrastive
+):
     X, _ = textures
-    pipeline = _tiny_pipeline().set_output(transform="pandas").fit(X)
+    pipeline = make_tiny_pipeline(contrastive=contrastive).set_output(transform="pandas").fit(X)
     descriptors = pipeline[:-1].transform(X)
     assert isinstance(descriptors, pd.DataFrame)
-    assert list(descriptors.columns) == [f"contrastiverefiner{i}" for i in range(4)]
+    # the local view (C pooled channels, or the head's outputs), then the C appearance channels
+    channels = pipeline[0].n_channels_out_
+    if contrastive:
+        names = [f"contrastiverefiner{i}" for i in range(tiny_refiner["out_channels"] + channels)]
+    else:
+        names = [f"anomalyweightedpooling{i}" for i in range(2 * channels)]
+    assert list(descriptors.columns) == names
     assert list(pipeline[-1].feature_names_in_) == list(descriptors.columns)
-    np.testing.assert_array_equal(pipeline.predict(X), _tiny_pipeline().fit(X).predict(X))
+    unwrapped = make_tiny_pipeline(contrastive=contrastive).fit(X)
+    np.testing.assert_array_equal(pipeline.predict(X), unwrapped.predict(X))
 
 
-def test_pandas_output_of_a_two_dimensional_pipeline():
+@pytest.mark.parametrize("appearance_weight, n_out", [(1.0, 6), (0.0, 3)])
+def test_pandas_output_of_a_two_dimensional_pipeline(tiny_localizer, appearance_weight, n_out):
+    # three channels pooled; with the appearance view (the default) three more
     X = pd.DataFrame(np.random.default_rng(1).random((8, 3)), columns=["r", "g", "b"])
     pipeline = make_pipeline(
-        BlindAnomalyLocalizer(random_state=0, **TINY_LOCALIZER), AnomalyWeightedPooling()
+        BlindAnomalyLocalizer(random_state=0, **tiny_localizer),
+        AnomalyWeightedPooling(appearance_weight=appearance_weight),
     ).set_output(transform="pandas")
     out = pipeline.fit_transform(X)
-    assert isinstance(out, pd.DataFrame) and out.shape == (8, 3)
+    assert isinstance(out, pd.DataFrame) and out.shape == (8, n_out)
     assert list(pipeline.get_feature_names_out()) == [
-        f"anomalyweightedpooling{i}" for i in range(3)
+        f"anomalyweightedpooling{i}" for i in range(n_out)
     ]
 
 
-def test_feature_names_are_checked_by_the_first_step():
+def test_feature_names_are_checked_by_the_first_step(tiny_backbone):
     X = pd.DataFrame(np.random.default_rng(0).integers(0, 256, (5, 7)))
     X.columns = [f"px{i}" for i in range(7)]
-    extractor = TextureFeatureExtractor(weights=None, image_size=16, random_state=0).fit(X)
+    extractor = TextureFeatureExtractor(**{**tiny_backbone, "image_size": 16}).fit(X)
     assert list(extractor.feature_names_in_) == list(X.columns)
     with pytest.raises(ValueError, match="feature names should match"):
         extractor.transform(X[X.columns[::-1]])
@@ -322,6 +352,13 @@ def test_feature_names_are_checked_by_the_first_step():
         (BlindAnomalyLocalizer(border="none"), np.zeros((2, 3, 4, 4))),
         (AnomalyWeightedPooling(tau=0), np.zeros((2, 3, 4, 4))),
         (ContrastiveRefiner(threshold="median"), np.zeros((2, 3, 4, 4))),
+        (WardClustering(n_resamples=-1), np.zeros((4, 2))),
+        (WardClustering(resample_fraction=0.0), np.zeros((4, 2))),
+        (AnomalyWeightedPooling(gate="median"), np.zeros((2, 3, 4, 4))),
+        (AnomalyWeightedPooling(appearance_spread=0), np.zeros((2, 3, 4, 4))),
+        (AnomalyWeightedPooling(appearance_weight=-1), np.zeros((2, 3, 4, 4))),
+        (ContrastiveRefiner(threshold_clusters=0), np.zeros((2, 3, 4, 4))),
+        (ContrastiveRefiner(gate="median"), np.zeros((2, 3, 4, 4))),
     ],
 )
 def test_invalid_parameters_fail_at_fit_not_at_construction(estimator, X):
@@ -335,29 +372,32 @@ def test_cross_parameter_checks_at_fit():
     X = np.random.default_rng(0).random((3, 2))
     with pytest.raises(ValueError, match="n_clusters=4 is larger than the number of samples"):
         WardClustering(n_clusters=4).fit(X)
-    with pytest.raises(ValueError, match="needs n_clusters"):
+    with pytest.raises(ValueError, match="needs threshold_clusters"):
         ContrastiveRefiner(threshold="kmeans", n_epochs=1).fit(np.zeros((3, 3, 4, 4)))
     with pytest.raises(ValueError, match="non-empty list of layer names"):
         TextureFeatureExtractor(layers=[], weights=None).fit(np.zeros((2, 8, 8, 3)))
 
 
-def test_make_blind_pipeline_seeds_every_random_step(textures):
+@pytest.mark.parametrize("contrastive", [False, True])
+def test_make_blind_pipeline_seeds_every_random_step(textures, make_tiny_pipeline, contrastive):
     X, _ = textures
-    a = _tiny_pipeline().fit(X)
-    b = _tiny_pipeline().fit(X)
-    assert a.get_params()["features__random_state"] == 0
+    a = make_tiny_pipeline(contrastive=contrastive).fit(X)
+    b = make_tiny_pipeline(contrastive=contrastive).fit(X)
+    seeds = {k: v for k, v in a.get_params().items() if k.endswith("__random_state")}
+    assert len(seeds) == 4 and set(seeds.values()) == {0}
     np.testing.assert_array_equal(a[:-1].transform(X), b[:-1].transform(X))
+    np.testing.assert_array_equal(a.predict(X), b.predict(X))
     assert isinstance(a, Pipeline)
 
 
 # --------------------------------------------------------------------------- memory
 def test_release_freed_memory_calls_malloc_trim_when_the_c_library_has_it(monkeypatch):
     calls = []
-    monkeypatch.setattr(_utils, "_malloc_trim", lambda: calls.append)
-    assert _utils.release_freed_memory() is None
+    monkeypatch.setattr(_torch, "_malloc_trim", lambda: calls.append)
+    assert _torch.release_freed_memory() is None
     assert calls == [0]
-    monkeypatch.setattr(_utils, "_malloc_trim", lambda: None)  # another C library
-    _utils.release_freed_memory()
+    monkeypatch.setattr(_torch, "_malloc_trim", lambda: None)  # another C library
+    _torch.release_freed_memory()
     assert calls == [0]
 
 
@@ -365,4 +405,4 @@ def test_malloc_trim_is_found_exactly_on_glibc():
     import platform
 
     on_glibc = platform.libc_ver()[0] == "glibc"
-    assert (_utils._malloc_trim() is not None) == on_glibc
+    assert (_torch._malloc_trim() is not None) == on_glibc

@@ -1,14 +1,26 @@
-"""Pure torch building blocks of the method (no scikit-learn in this subpackage)."""
+"""Pure torch building blocks of the method (no scikit-learn in this subpackage).
 
-from .fca import (
-    fca_reference,
-    feature_correspondence_analysis,
-    gaussian_blur,
+One module per step, named as the estimator that drives it:
+
+- :mod:`~skanomclust.nn.features`: pretrained backbones cut at intermediate layers (step 1);
+- :mod:`~skanomclust.nn.vae`: the per-pixel VAE, its training and residuals (step 2);
+- :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3);
+- :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
+  (projection, post-processing, position baseline, the maps of a batch);
+- :mod:`~skanomclust.nn.pooling`: descriptor views (step 4);
+- :mod:`~skanomclust.nn.gate`: the normality gate's pieces;
+- :mod:`~skanomclust.nn.contrastive`: the contrastive head and its training (step 5);
+- :mod:`~skanomclust.nn.ops`: generic tensor operations (blur, padding, initialisation).
+"""
+
+from .fca import fca_reference, feature_correspondence_analysis
+from .localization import (
     position_baseline,
     postprocess_anomaly_maps,
     principal_channels,
     project_channels,
 )
+from .ops import gaussian_blur
 from .vae import (
     PixelVAE,
     minmax_scale,

@@ -19,11 +19,12 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from .ops import init_linear_layers
+
 __all__ = [
     "ContrastiveHead",
     "contrastive_margin_loss",
     "image_neighbors",
-    "otsu_threshold",
     "train_contrastive_head",
 ]
 
@@ -36,15 +37,29 @@ class ContrastiveHead(nn.Module):
     in_channels : int
     hidden_channels : int, default=256
     out_channels : int, default=32
+    generator : torch.Generator, default=None
+        Source of the initial weights (torch's default distribution, see
+        :func:`~skanomclust.nn.ops.init_linear_layers`); torch's global RNG
+        is not used.
     """
 
-    def __init__(self, in_channels: int, hidden_channels: int = 256, out_channels: int = 32):
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_channels: int = 256,
+        out_channels: int = 32,
+        *,
+        generator: torch.Generator | None = None,
+    ):
         super().__init__()
-        self.net = nn.Sequential(
-            nn.Linear(in_channels, hidden_channels),
-            nn.ReLU(),
-            nn.Linear(hidden_channels, out_channels),
-        )
+        with torch.device("meta"):  # construction draws nothing from the global RNG
+            self.net = nn.Sequential(
+                nn.Linear(in_channels, hidden_channels),
+                nn.ReLU(),
+                nn.Linear(hidden_channels, out_channels),
+            )
+        self.to_empty(device="cpu")
+        init_linear_layers(self, generator)
 
     def forward(self, vectors: torch.Tensor) -> torch.Tensor:
         """Embed (N, C) pixel vectors into (N, out_channels) unit vectors."""
@@ -115,35 +130,6 @@ def image_neighbors(descriptors: torch.Tensor, n_neighbors: int = 3, chunk: int 
     return torch.cat(close), torch.cat(counter)
 
 
-def otsu_threshold(values: torch.Tensor, bins: int = 256) -> float:
-    """Otsu's threshold (maximal between-class variance) of a 1-D sample.
-
-    The split is Otsu's on a ``bins``-bin histogram; the returned value is the
-    midpoint between the largest value of the low group and the smallest of
-    the high group. A constant sample returns its value.
-    """
-    values = values.flatten().double()
-    low, high = values.min(), values.max()
-    if high <= low:
-        return float(high)
-    hist = torch.histc(values, bins=bins, min=float(low), max=float(high))
-    centers = low + (torch.arange(bins, dtype=torch.float64) + 0.5) * (high - low) / bins
-    weight_low = torch.cumsum(hist, 0)
-    weight_high = hist.sum() - weight_low
-    mean_low = torch.cumsum(hist * centers, 0) / weight_low.clamp_min(1e-12)
-    mean_high = ((hist * centers).sum() - torch.cumsum(hist * centers, 0)) / weight_high.clamp_min(
-        1e-12
-    )
-    between = weight_low * weight_high * (mean_low - mean_high).square()
-    cut = int(torch.argmax(between[:-1]))
-    edge = low + (cut + 1) * (high - low) / bins
-    # Same split, but the threshold sits mid-way in the gap between the two
-    # groups rather than at a histogram bin edge (this matters when the value
-    # is used as a soft gate's centre, and for well separated groups).
-    below, above = values[values <= edge], values[values > edge]
-    return float((below.max() + above.min()) / 2)
-
-
 def _sample(pool: torch.Tensor, size: int, generator: torch.Generator) -> torch.Tensor:
     if pool.numel() == 0:
         return pool
@@ -160,6 +146,7 @@ def train_contrastive_head(
     hidden_channels: int = 256,
     out_channels: int = 32,
     n_epochs: int = 10,
+    images_per_step: int = 1,
     own_pixels: int = 20,
     group_pixels: int = 50,
     n_counter_images: int = 5,
@@ -175,22 +162,27 @@ def train_contrastive_head(
     Parameters
     ----------
     features : Tensor of shape (n, C, h, w)
-        Raw features (CPU; only sampled pixels are read).
+        Raw features, on the CPU or on ``device`` (only sampled pixels are
+        read: they are gathered where the features are and moved to ``device``).
     anomalous : BoolTensor of shape (n, h, w)
         Pixel labels: True where the anomaly map is above the threshold.
     close, counter : LongTensor of shape (n, k) and (n, m)
         Neighbour images from :func:`image_neighbors`.
     scale : callable
         ``scale(vectors, image_index)`` -> scaled (N, C) vectors (per-image
-        min-max scaling).
+        min-max scaling), on the device of ``features``.
     n_epochs : int, default=10
-        Each epoch visits every image once (as anchor) in random order.
+        Each epoch visits every image once as an anchor, in random order.
+    images_per_step : int, default=1
+        Anchors per optimisation step, their losses averaged. 1 is the paper's
+        schedule (one step per image); more anchors per step give fewer, larger
+        steps, which a GPU computes in about the time of one.
     own_pixels, group_pixels, n_counter_images : int
         Anomalous/normal pixels sampled from the anchor image (20), from it
         and its close images (50), and how many counter images give 50
         anomalous pixels (5).
     generator : torch.Generator
-        Sole source of randomness (initialisation, order, sampling).
+        Sole source of randomness (initialisation, order, sampling), on the CPU.
 
     Returns
     -------
@@ -209,46 +201,55 @@ def train_contrastive_head(
         pixels_col = torch.cat([p for _, p in idx])
         return images_col * (h * w) + pixels_col
 
+    def sample_anchor(anchor):
+        own = torch.tensor([anchor])
+        group = torch.cat([close[anchor], own])
+        picks = counter[anchor][
+            torch.randint(counter.shape[1], (n_counter_images,), generator=generator)
+        ]
+        return [
+            _sample(pool(own, positives), own_pixels, generator),
+            _sample(pool(own, negatives), own_pixels, generator),
+            _sample(pool(group, positives), group_pixels, generator),
+            _sample(pool(group, negatives), group_pixels, generator),
+            _sample(pool(picks, positives), group_pixels, generator),
+        ]
+
     def gather(codes):
+        codes = codes.to(features.device)
         images, pixels = codes // (h * w), codes % (h * w)
         # indexing the (n, C, h, w) tensor directly: no (n, h * w, C) copy of all features
         vectors = features[images, :, pixels // w, pixels % w].float()
         return scale(vectors, images).to(device)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(int(torch.randint(2**31 - 1, (1,), generator=generator)))
-        head = ContrastiveHead(c, hidden_channels, out_channels)
+    head = ContrastiveHead(c, hidden_channels, out_channels, generator=generator)
     head = head.to(device).train()
     optimizer = torch.optim.AdamW(head.parameters(), lr=lr, weight_decay=weight_decay)
     losses = []
     for epoch in range(n_epochs):
-        total, steps = 0.0, 0
-        for anchor in torch.randperm(n, generator=generator).tolist():
-            own = torch.tensor([anchor])
-            group = torch.cat([close[anchor], own])
-            picks = counter[anchor][
-                torch.randint(counter.shape[1], (n_counter_images,), generator=generator)
-            ]
-            codes = [
-                _sample(pool(own, positives), own_pixels, generator),
-                _sample(pool(own, negatives), own_pixels, generator),
-                _sample(pool(group, positives), group_pixels, generator),
-                _sample(pool(group, negatives), group_pixels, generator),
-                _sample(pool(picks, positives), group_pixels, generator),
-            ]
-            sizes = [len(code) for code in codes]
-            if sum(sizes) == 0:
+        total, steps = torch.zeros((), device=device), 0  # summed on the device: no sync
+        order = torch.randperm(n, generator=generator).tolist()
+        for start in range(0, n, images_per_step):
+            groups = [sample_anchor(anchor) for anchor in order[start : start + images_per_step]]
+            groups = [codes for codes in groups if sum(len(code) for code in codes)]
+            if not groups:
                 continue
-            embedded = torch.split(head(gather(torch.cat(codes))), sizes)
-            loss = contrastive_margin_loss(*embedded, margin=margin)
-            if loss is None:
+            sizes = [len(code) for codes in groups for code in codes]
+            embedded = torch.split(head(gather(torch.cat([x for g in groups for x in g]))), sizes)
+            anchor_losses = [
+                contrastive_margin_loss(*embedded[5 * i : 5 * i + 5], margin=margin)
+                for i in range(len(groups))
+            ]
+            anchor_losses = [loss for loss in anchor_losses if loss is not None]
+            if not anchor_losses:
                 continue
+            loss = torch.stack(anchor_losses).mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss.detach())
+            total += loss.detach()
             steps += 1
-        losses.append(total / max(steps, 1))
+        losses.append(float(total) / max(steps, 1))
         if progress is not None:
             progress(epoch)
     return head.eval(), losses

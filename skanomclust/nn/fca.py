@@ -14,25 +14,21 @@ The reference of an image is the per-channel, per-rank (lower) median of the
 sorted values of its non-overlapping tiles (:func:`fca_reference`).
 
 Pure torch: every function works on the device and (floating) dtype of its
-input. Nothing here learns anything.
+input (a GPU computes the maps of a whole batch of images at once). Nothing
+here learns anything; the post-processing of the maps, the position baseline
+and the channel projection before FCA live in :mod:`skanomclust.nn.localization`.
 """
 
 from __future__ import annotations
 
-from numbers import Integral, Real
+from numbers import Integral
 
 import torch
 from torch.nn import functional as F
 
-__all__ = [
-    "fca_reference",
-    "feature_correspondence_analysis",
-    "gaussian_blur",
-    "position_baseline",
-    "postprocess_anomaly_maps",
-    "principal_channels",
-    "project_channels",
-]
+from .ops import gaussian_blur, gaussian_kernel1d, reflect_pad
+
+__all__ = ["fca_reference", "feature_correspondence_analysis"]
 
 # Working-set target of one chunk in feature_correspondence_analysis. On a
 # 2-core CPU, 64-128 MB ran faster than 16 MB (more Python overhead per
@@ -40,126 +36,6 @@ __all__ = [
 # launches dominates, so chunks are larger there.
 _CHUNK_BYTES = {"cpu": 64 * 2**20}
 _CHUNK_BYTES_ACCELERATOR = 256 * 2**20
-# Rows per float64 chunk in principal_channels.
-_COVARIANCE_CHUNK = 8192
-
-
-# --------------------------------------------------------------------------- padding and blur
-
-
-def _reflect_indices(size: int, before: int, after: int, device) -> torch.Tensor:
-    """Source index of every position of a reflect-padded axis of length ``size``.
-
-    Reflection without repeating the edge sample (torch's ``"reflect"``), repeated
-    as often as needed, so any amount of padding is defined (as numpy's
-    ``np.pad(mode="reflect")``). A length-1 axis has nothing to reflect and is
-    replicated.
-    """
-    positions = torch.arange(-before, size + after, device=device)
-    if size == 1:
-        return torch.zeros_like(positions)
-    period = 2 * (size - 1)
-    positions = torch.remainder(positions, period)
-    return torch.where(positions >= size, period - positions, positions)
-
-
-def _reflect_pad(x: torch.Tensor, top: int, bottom: int, left: int, right: int) -> torch.Tensor:
-    """Reflect-pad the last two dimensions of ``x`` by any amount (see _reflect_indices)."""
-    h, w = x.shape[-2:]
-    if x.ndim == 4 and max(top, bottom) < h and max(left, right) < w:
-        # single reflection: torch's own (much faster) padding gives the same values
-        return F.pad(x, (left, right, top, bottom), mode="reflect")
-    if top or bottom:
-        x = x.index_select(-2, _reflect_indices(x.shape[-2], top, bottom, x.device))
-    if left or right:
-        x = x.index_select(-1, _reflect_indices(x.shape[-1], left, right, x.device))
-    return x
-
-
-def _pair(value, name: str) -> tuple:
-    if isinstance(value, (list, tuple)):
-        if len(value) == 1:
-            return value[0], value[0]
-        if len(value) != 2:
-            raise ValueError(f"{name} must be a number or a pair, got {value!r}")
-        return tuple(value)
-    return value, value
-
-
-def _gaussian_kernel1d(kernel_size: int, sigma: float, dtype, device) -> torch.Tensor:
-    """Normalised 1-D Gaussian, sampled as torchvision samples it."""
-    half = (kernel_size - 1) * 0.5
-    x = torch.linspace(-half, half, steps=kernel_size, dtype=dtype, device=device)
-    pdf = torch.exp(-0.5 * (x / sigma).pow(2))
-    return pdf / pdf.sum()
-
-
-def gaussian_blur(x: torch.Tensor, kernel_size, sigma) -> torch.Tensor:
-    """Gaussian blur of the last two dimensions, as torchvision's ``gaussian_blur``.
-
-    Same kernel (normalised, sampled at integer offsets) and same borders
-    (reflect padding by ``kernel_size // 2``), applied as two 1-D convolutions,
-    which is mathematically the same as torchvision's 2-D convolution (results
-    agree to float rounding).
-
-    Unlike torchvision this never fails on maps smaller than the kernel: where
-    reflect padding would need more samples than the map has, the reflection is
-    repeated (as ``numpy.pad(mode="reflect")`` does); a side of length 1 is
-    replicated. Where torchvision works, the padding is identical.
-
-    Parameters
-    ----------
-    x : torch.Tensor of shape (..., h, w)
-        Floating-point maps; leading dimensions are batch dimensions.
-    kernel_size : int or (int, int)
-        Odd kernel size, or ``(kx, ky)`` (torchvision's order: width first).
-    sigma : float or (float, float)
-        Positive standard deviation, or ``(sx, sy)``.
-
-    Returns
-    -------
-    blurred : torch.Tensor
-        Same shape, dtype and device as ``x``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skanomclust.nn import gaussian_blur
-    >>> x = torch.zeros(5, 5)
-    >>> x[2, 2] = 1.0
-    >>> blurred = gaussian_blur(x, 3, 1.0)
-    >>> round(blurred.sum().item(), 6)
-    1.0
-    """
-    kx, ky = _pair(kernel_size, "kernel_size")
-    sx, sy = _pair(sigma, "sigma")
-    for k in (kx, ky):
-        if not isinstance(k, Integral) or k <= 0 or k % 2 == 0:
-            raise ValueError(f"kernel_size must be odd and positive, got {kernel_size!r}")
-    for s in (sx, sy):
-        if not isinstance(s, Real) or s <= 0:
-            raise ValueError(f"sigma must be positive, got {sigma!r}")
-    if not x.is_floating_point():
-        raise TypeError(f"gaussian_blur needs a floating-point tensor, got {x.dtype}")
-    if x.ndim < 2:
-        raise ValueError(f"x must have at least 2 dimensions (..., h, w), got {tuple(x.shape)}")
-    shape = x.shape
-    h, w = shape[-2:]
-    if x.numel() == 0:
-        return x.clone()
-    # All maps as the channels of one image, blurred by a depthwise (grouped)
-    # convolution: several times faster on CPU than a batch of 1-channel maps.
-    maps = x.reshape(1, -1, h, w)
-    groups = maps.shape[1]
-    flat = _reflect_pad(maps, ky // 2, ky // 2, kx // 2, kx // 2)
-    kernel_y = _gaussian_kernel1d(ky, float(sy), x.dtype, x.device)
-    kernel_x = _gaussian_kernel1d(kx, float(sx), x.dtype, x.device)
-    flat = F.conv2d(flat, kernel_y.view(1, 1, ky, 1).expand(groups, 1, ky, 1), groups=groups)
-    flat = F.conv2d(flat, kernel_x.view(1, 1, 1, kx).expand(groups, 1, 1, kx), groups=groups)
-    return flat.reshape(shape)
-
-
-# --------------------------------------------------------------------------- FCA
 
 
 def _check_maps(features: torch.Tensor, name: str = "features") -> None:
@@ -232,7 +108,7 @@ def fca_reference(features: torch.Tensor, patch_size: int = 7) -> torch.Tensor:
     pad_h, pad_w = max(size - h, 0), max(size - w, 0)
     reference = features.new_empty((n, channels, size * size))
     for i in range(n):
-        image = _reflect_pad(
+        image = reflect_pad(
             features[i], pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
         )
         rows, cols = image.shape[-2] // size, image.shape[-1] // size
@@ -255,7 +131,7 @@ def _patch_operator(patch_size, sigma_p, blur_kernel, blur_sigma, dtype, device)
     if blur_sigma:
         basis = gaussian_blur(basis, blur_kernel, blur_sigma)
     blur = basis.reshape(area, area).T  # column j: the blurred j-th unit patch
-    window = _gaussian_kernel1d(patch_size, float(sigma_p), torch.float64, "cpu")
+    window = gaussian_kernel1d(patch_size, float(sigma_p), torch.float64, "cpu")
     window = torch.outer(window, window).reshape(area, 1)  # sums to 1
     return (window * blur).to(device=device, dtype=dtype)
 
@@ -470,7 +346,7 @@ def feature_correspondence_analysis(
             references = fca_reference(images, size)
         else:
             references = reference[first:last].to(device=images.device, dtype=dtype)
-        padded = _reflect_pad(images, half, half, half, half)
+        padded = reflect_pad(images, half, half, half, half)
         totals = torch.zeros((last - first, area, h * w), dtype=dtype, device=features.device)
         for start in range(0, channels, chunk):
             stop = start + chunk
@@ -484,177 +360,3 @@ def feature_correspondence_analysis(
         folded = F.fold(contributions, (h + 2 * half, w + 2 * half), size)
         maps[first:last] = folded[:, 0, half : half + h, half : half + w]
     return maps.to(features.dtype)
-
-
-def postprocess_anomaly_maps(
-    maps: torch.Tensor,
-    *,
-    blur_kernel: int = 5,
-    blur_sigma: float | None = 1.0,
-    border: int = 5,
-) -> torch.Tensor:
-    """Smooth anomaly maps and clear their border, as the paper does.
-
-    Parameters
-    ----------
-    maps : torch.Tensor of shape (..., h, w)
-        Raw maps, e.g. from :func:`feature_correspondence_analysis`.
-    blur_kernel : int, default=5
-        Kernel size of the Gaussian blur (:func:`gaussian_blur`).
-    blur_sigma : float or None, default=1.0
-        Its standard deviation; None or 0 skips the blur.
-    border : int, default=5
-        Width of the frame set to 0 on every side after blurring; 0 keeps
-        every pixel. A border of at least half the map side clears the whole
-        map (every pixel is then within ``border`` of an edge).
-
-    Returns
-    -------
-    maps : torch.Tensor
-        A new tensor of the same shape, dtype and device.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skanomclust.nn import postprocess_anomaly_maps
-    >>> out = postprocess_anomaly_maps(torch.ones(1, 6, 6), border=2)
-    >>> out[0]
-    tensor([[0., 0., 0., 0., 0., 0.],
-            [0., 0., 0., 0., 0., 0.],
-            [0., 0., 1., 1., 0., 0.],
-            [0., 0., 1., 1., 0., 0.],
-            [0., 0., 0., 0., 0., 0.],
-            [0., 0., 0., 0., 0., 0.]])
-    """
-    if not isinstance(border, Integral) or border < 0:
-        raise ValueError(f"border must be a non-negative integer, got {border!r}")
-    out = gaussian_blur(maps, blur_kernel, blur_sigma) if blur_sigma else maps.clone()
-    if border:
-        h, w = out.shape[-2:]
-        keep = torch.zeros((h, w), dtype=torch.bool, device=out.device)
-        keep[border : h - border, border : w - border] = True
-        out = out.masked_fill(~keep, 0)
-    return out
-
-
-def position_baseline(maps: torch.Tensor) -> torch.Tensor:
-    """Typical anomaly value at each map position over a set of images.
-
-    The per-position (lower) median of the maps. Subtracting it from every map
-    (this package's addition to the method) removes what all images share at
-    a position, chiefly the response to the zero-information frame that
-    reflect padding creates at the map's edges, while a defect at a position
-    stays visible as long as fewer than half the images have one there. It
-    replaces the paper's fixed border clearing, which also erases real defects
-    that touch the image border (see the user guide).
-
-    Parameters
-    ----------
-    maps : torch.Tensor of shape (n, h, w)
-        Anomaly maps of many images (the more, the more robust).
-
-    Returns
-    -------
-    baseline : torch.Tensor of shape (h, w)
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skanomclust.nn import position_baseline
-    >>> maps = torch.tensor([[[1.0, 5.0]], [[2.0, 5.0]], [[9.0, 6.0]]])
-    >>> position_baseline(maps)
-    tensor([[2., 5.]])
-    """
-    if maps.ndim != 3 or maps.shape[0] == 0:
-        raise ValueError(f"Expected maps of shape (n, h, w) with n >= 1, got {tuple(maps.shape)}")
-    return maps.median(dim=0).values
-
-
-# --------------------------------------------------------------------------- channel reduction
-
-
-def principal_channels(
-    samples: torch.Tensor, n_components: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Leading principal directions of feature vectors (this package's FCA speed-up).
-
-    FCA's cost grows linearly with the number of channels, and neighbouring
-    channels of a CNN are strongly correlated; projecting the FCA input onto
-    its leading principal directions (:func:`project_channels`) keeps most of
-    its variance with a fraction of the channels.
-
-    Parameters
-    ----------
-    samples : torch.Tensor of shape (m, C)
-        Feature vectors (e.g. pixels sampled from many images).
-    n_components : int
-        Directions to keep, ``1 <= n_components <= min(m, C)``.
-
-    Returns
-    -------
-    components : torch.Tensor of shape (n_components, C)
-        Orthonormal rows, by decreasing explained variance; each row's entry
-        of largest magnitude is positive, so the result does not depend on
-        the sign convention of the eigensolver.
-    mean : torch.Tensor of shape (C,)
-        Mean of ``samples``.
-    Both have the dtype and device of ``samples``.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skanomclust.nn import principal_channels
-    >>> x = torch.tensor([[0.0, 0.0], [2.0, 2.0], [4.0, 4.0]])
-    >>> components, mean = principal_channels(x, 1)
-    >>> components, mean
-    (tensor([[0.7071, 0.7071]]), tensor([2., 2.]))
-    """
-    if samples.ndim != 2:
-        raise ValueError(f"samples must have shape (m, C), got {tuple(samples.shape)}")
-    m, c = samples.shape
-    if not isinstance(n_components, Integral) or not 1 <= n_components <= min(m, c):
-        raise ValueError(
-            f"n_components must be an integer in [1, min(m, C)] = [1, {min(m, c)}], "
-            f"got {n_components!r}"
-        )
-    # Eigenvectors of the covariance, accumulated in float64 over row chunks:
-    # the same directions as an SVD of the centred samples, without their
-    # float64 copies (an SVD of 65536 x 192 samples raised the peak memory of
-    # a whole MTD run by about 280 MB).
-    chunks = samples.split(_COVARIANCE_CHUNK)
-    mean = sum(chunk.double().sum(dim=0) for chunk in chunks) / m
-    covariance = torch.zeros((c, c), dtype=torch.float64, device=samples.device)
-    for chunk in chunks:
-        centred = chunk.double() - mean
-        covariance += centred.T @ centred
-    _, vectors = torch.linalg.eigh(covariance / m)
-    components = vectors.flip(1)[:, :n_components].T  # by decreasing eigenvalue
-    largest = components.abs().argmax(dim=1)
-    signs = torch.sign(components[torch.arange(n_components), largest])
-    components = components * torch.where(signs == 0, 1.0, signs)[:, None]
-    return components.to(samples.dtype), mean.to(samples.dtype)
-
-
-def project_channels(
-    features: torch.Tensor, components: torch.Tensor, mean: torch.Tensor
-) -> torch.Tensor:
-    """Coordinates of every pixel's centred vector along ``components``.
-
-    Parameters
-    ----------
-    features : torch.Tensor of shape (n, C, h, w)
-    components : torch.Tensor of shape (k, C)
-        E.g. from :func:`principal_channels`.
-    mean : torch.Tensor of shape (C,)
-
-    Returns
-    -------
-    projected : torch.Tensor of shape (n, k, h, w)
-    """
-    if features.ndim != 4 or components.ndim != 2 or components.shape[1] != features.shape[1]:
-        raise ValueError(
-            f"features (n, C, h, w) and components (k, C) do not match: "
-            f"{tuple(features.shape)} and {tuple(components.shape)}"
-        )
-    centred = features - mean.to(features)[None, :, None, None]
-    return torch.einsum("nchw,kc->nkhw", centred, components.to(features))

@@ -14,13 +14,14 @@ touched. Pure torch.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from numbers import Integral
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from .ops import init_linear_layers
 
 __all__ = [
     "PixelVAE",
@@ -128,12 +129,7 @@ class PixelVAE(nn.Module):
         are drawn on the generator's device and copied, so a CPU generator
         gives the same weights on any device.
         """
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                bound = 1.0 / math.sqrt(module.in_features)
-                for param in (module.weight, module.bias):
-                    values = _uniform(param.shape, bound, generator, param.dtype)
-                    param.copy_(values)
+        init_linear_layers(self, generator)
 
     def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, log_sigma)`` of the posterior of each vector of ``x`` (N, C)."""
@@ -176,12 +172,6 @@ class PixelVAE(nn.Module):
     def reconstruct_mean(self, x: torch.Tensor) -> torch.Tensor:
         """Deterministic reconstruction ``decode(mu(x))`` of vectors ``x`` (N, C)."""
         return self.decode(self.encode(x)[0])
-
-
-def _uniform(shape, bound, generator, dtype):
-    device = generator.device if generator is not None else "cpu"
-    values = torch.empty(shape, dtype=dtype, device=device)
-    return values.uniform_(-bound, bound, generator=generator)
 
 
 def vae_loss(

@@ -245,8 +245,69 @@ def _is_path_like(weights) -> bool:
     )
 
 
+def _build_without_global_rng(spec: BackboneSpec, generator: torch.Generator) -> nn.Module:
+    """The architecture, its weights drawn from ``generator`` (torch's global RNG untouched).
+
+    The model is built on the meta device, where the constructors' own
+    initialisation draws nothing, then every parameter and buffer is set by
+    :func:`initialise_parameters`. Pretrained weights are loaded on top.
+    """
+    with torch.device("meta"):
+        model = spec.build()
+    model.to_empty(device="cpu")
+    initialise_parameters(model, generator)
+    return model
+
+
+@torch.no_grad()
+def initialise_parameters(model: nn.Module, generator: torch.Generator) -> None:
+    """Initialise every parameter and buffer of a CNN from a local generator.
+
+    Convolutions are Kaiming-normal over their fan-in per group (ReLU gain),
+    so that the signal keeps its scale through depthwise convolutions: with
+    torchvision's fan-out rule each 3x3 depthwise layer divides the variance by
+    about 16 and a random MobileNetV2's features are the same for every image.
+    Linear layers are normal with std 0.01, biases 0, normalisation layers
+    weight 1 and bias 0 with running mean 0 and variance 1. A parameter of any
+    other kind of module is drawn uniformly in ``[-1/sqrt(fan_in),
+    1/sqrt(fan_in)]`` (torch's default for ``nn.Linear``).
+    """
+    done = set()
+    for module in model.modules():
+        weight = getattr(module, "weight", None)
+        bias = getattr(module, "bias", None)
+        if isinstance(module, nn.Conv2d):
+            fan_in = weight[0].numel()  # (in / groups) * kh * kw inputs per output
+            weight.normal_(0.0, (2.0 / fan_in) ** 0.5, generator=generator)
+        elif isinstance(module, nn.Linear):
+            weight.normal_(0.0, 0.01, generator=generator)
+        elif isinstance(module, (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)):
+            if weight is not None:
+                weight.fill_(1.0)
+            for name in ("running_mean", "running_var", "num_batches_tracked"):
+                buffer = getattr(module, name, None)
+                if buffer is not None:
+                    buffer.fill_(1 if name == "running_var" else 0)
+                    done.add(id(buffer))
+        else:
+            continue
+        if weight is not None:
+            done.add(id(weight))
+        if bias is not None:
+            bias.zero_()
+            done.add(id(bias))
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if id(tensor) not in done:
+            fan_in = tensor[0].numel() if tensor.ndim > 1 else max(tensor.numel(), 1)
+            bound = fan_in**-0.5
+            if tensor.is_floating_point():
+                tensor.uniform_(-bound, bound, generator=generator)
+            else:
+                tensor.zero_()
+
+
 def load_backbone(
-    name: str, weights="offline", *, seed: int | None = None
+    name: str, weights="offline", *, generator: torch.Generator | None = None
 ) -> tuple[nn.Module, dict]:
     """Build backbone ``name`` and load ``weights`` into it.
 
@@ -256,9 +317,10 @@ def load_backbone(
         A key of :data:`BACKBONES`.
     weights : {"offline"}, str, os.PathLike or None, default="offline"
         Where the weights come from (see the module docstring).
-    seed : int or None
-        Seed of the random initialisation; only used when ``weights`` is None.
-        The global torch RNG is left untouched.
+    generator : torch.Generator or None
+        Source of the random initialisation, which pretrained weights then
+        replace (for ``weights=None`` it is the network). None: a generator
+        seeded with 0. Torch's global RNG is never used.
 
     Returns
     -------
@@ -269,9 +331,10 @@ def load_backbone(
         provenance such as package version, file path and SHA-256).
     """
     spec = get_backbone_spec(name)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0 if seed is None else seed)
-        model = spec.build()
+    if generator is None:
+        generator = torch.Generator().manual_seed(0)
+    seed = generator.initial_seed()
+    model = _build_without_global_rng(spec, generator)
     if weights is None:
         info = {"source": "random", "seed": seed}
     elif isinstance(weights, str) and weights == "offline":
@@ -295,6 +358,8 @@ def load_backbone(
         }
     elif _is_path_like(weights):
         path = os.fspath(weights)
+        if os.path.isdir(path):
+            raise ValueError(f"Weights path {path!r} is a folder; pass the state-dict file.")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"Weights file not found: {path!r}")
         try:

@@ -1,17 +1,20 @@
-"""ContrastiveRefiner and the threshold rules."""
+"""ContrastiveRefiner (step 5): training, the pixel threshold rules, the descriptor views."""
 
 import numpy as np
 import pytest
 import torch
 
 from skanomclust import ContrastiveRefiner
+from skanomclust.contrastive import anomaly_threshold
 from skanomclust.nn.contrastive import (
+    ContrastiveHead,
     contrastive_margin_loss,
     image_neighbors,
-    otsu_threshold,
+    train_contrastive_head,
 )
-from skanomclust.nn.pooling import BIMODALITY_THRESHOLD, score_bimodality
-from skanomclust.refinement import anomaly_threshold
+from skanomclust.nn.gate import otsu_threshold
+
+PAPER = {"appearance_weight": 0.0, "gate": None}
 
 
 @pytest.fixture
@@ -30,15 +33,18 @@ def localized():
 def test_shapes_and_determinism(localized):
     a = ContrastiveRefiner(n_epochs=2, random_state=0).fit_transform(localized)
     b = ContrastiveRefiner(n_epochs=2, random_state=0).fit_transform(localized)
-    assert a.shape == (12, 32) and a.dtype == np.float32
+    assert a.shape == (12, 32 + 6) and a.dtype == np.float32
     np.testing.assert_array_equal(a, b)
     c = ContrastiveRefiner(n_epochs=2, random_state=1).fit_transform(localized)
     assert not np.array_equal(a, c)
+    assert ContrastiveRefiner(n_epochs=1, **PAPER).fit_transform(localized).shape == (12, 32)
 
 
 def test_half_precision_input(localized):
-    full = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized)
-    half = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized.astype(np.float16))
+    full = ContrastiveRefiner(n_epochs=2, random_state=0, **PAPER).fit(localized)
+    half = ContrastiveRefiner(n_epochs=2, random_state=0, **PAPER).fit(
+        localized.astype(np.float16)
+    )
     assert half.threshold_ == pytest.approx(full.threshold_, rel=1e-2)
     out = half.transform(localized.astype(np.float16))
     assert out.dtype == np.float32 and np.isfinite(out).all()
@@ -51,34 +57,35 @@ def test_transform_is_per_sample(localized):
     np.testing.assert_allclose(refiner.transform(localized[4:5]), whole[4:5], atol=1e-6)
 
 
-def test_training_reduces_the_loss(localized):
-    refiner = ContrastiveRefiner(n_epochs=15, random_state=0).fit(localized)
+@pytest.mark.parametrize("images_per_step", [1, 4])
+def test_training_reduces_the_loss(localized, images_per_step):
+    refiner = ContrastiveRefiner(n_epochs=15, images_per_step=images_per_step, random_state=0).fit(
+        localized
+    )
     assert refiner.loss_curve_[-1] < refiner.loss_curve_[0]
     assert refiner.threshold_ > 0.01 and refiner.anomalous_share_ == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize("threshold", ["otsu", "kmeans", 0.5])
 def test_threshold_rules_separate_the_planted_anomalies(threshold, localized):
-    refiner = ContrastiveRefiner(threshold=threshold, n_clusters=4, n_epochs=1, random_state=0)
-    refiner.fit(localized)
+    refiner = ContrastiveRefiner(
+        threshold=threshold, threshold_clusters=4, n_epochs=1, random_state=0
+    ).fit(localized)
     assert 0.01 < refiner.threshold_ < 1.0
+    assert refiner.threshold_rule_ == (threshold if isinstance(threshold, str) else "given")
 
 
-def test_auto_rule_uses_kmeans_only_when_k_is_given(localized):
-    auto = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized)
-    otsu = ContrastiveRefiner(threshold="otsu", n_epochs=1, random_state=0).fit(localized)
-    assert auto.threshold_rule_ == "otsu" and auto.threshold_ == otsu.threshold_
-    with_k = ContrastiveRefiner(n_clusters=4, n_epochs=1, random_state=0).fit(localized)
-    kmeans = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
-    assert with_k.threshold_rule_ == "kmeans"
-    assert with_k.threshold_ == kmeans.fit(localized).threshold_
-    given = ContrastiveRefiner(threshold=0.5, n_clusters=4, n_epochs=1).fit(localized)
-    assert given.threshold_rule_ == "given" and given.threshold_ == 0.5
-
-
-def test_kmeans_rule_needs_k(localized):
-    with pytest.raises(ValueError, match="needs n_clusters"):
+def test_the_threshold_has_its_own_parameters(localized):
+    otsu = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized)
+    assert otsu.threshold_rule_ == "otsu"
+    with pytest.raises(ValueError, match="needs threshold_clusters"):
         ContrastiveRefiner(threshold="kmeans", n_epochs=1).fit(localized)
+    # the deprecated n_clusters still sets the k-means rule's k, with a warning
+    with pytest.warns(FutureWarning, match="threshold_clusters"):
+        old = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
+        old.fit(localized)
+    new = ContrastiveRefiner(threshold="kmeans", threshold_clusters=4, n_epochs=1, random_state=0)
+    assert old.threshold_ == new.fit(localized).threshold_
 
 
 def test_kmeans_rule_matches_the_paper_heuristic():
@@ -87,6 +94,15 @@ def test_kmeans_rule_matches_the_paper_heuristic():
     descriptors = np.array([[0.0]] * 6 + [[5.0]] * 2)
     threshold = anomaly_threshold(max_scores, descriptors, rule="kmeans", n_clusters=2)
     assert threshold == pytest.approx(np.quantile(max_scores, 6 / 8))
+
+
+def test_kmeans_rule_on_identical_descriptors_has_no_empty_cluster():
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "Mean of empty slice"
+        threshold = anomaly_threshold(np.ones(6), np.ones((6, 3)), rule="kmeans", n_clusters=3)
+    assert threshold == 1.0
 
 
 def test_otsu_threshold_splits_two_modes():
@@ -116,6 +132,43 @@ def test_neighbors_exclude_self_and_rank_by_distance():
     assert counter[0].tolist() == [2, 3]
 
 
+def test_head_initialisation_does_not_touch_the_global_generator():
+    state = torch.random.get_rng_state()
+    a = ContrastiveHead(5, 8, 3, generator=torch.Generator().manual_seed(0))
+    b = ContrastiveHead(5, 8, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(state, torch.random.get_rng_state())
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+
+
+def test_one_anchor_per_step_is_the_paper_schedule(localized):
+    features = torch.from_numpy(localized[:, :-1])
+    anomalous = torch.from_numpy(localized[:, -1] > 0.5)
+    close, counter = image_neighbors(features.mean(dim=(2, 3)), 2)
+    kwargs = dict(hidden_channels=8, out_channels=4, n_epochs=2)
+    single = train_contrastive_head(
+        features,
+        anomalous,
+        close,
+        counter,
+        lambda v, i: v,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+    batched = train_contrastive_head(
+        features,
+        anomalous,
+        close,
+        counter,
+        lambda v, i: v,
+        images_per_step=6,
+        generator=torch.Generator().manual_seed(0),
+        **kwargs,
+    )
+    assert len(single[1]) == len(batched[1]) == 2
+    assert not torch.equal(single[0].net[0].weight, batched[0].net[0].weight)
+
+
 def test_needs_two_images(localized):
     with pytest.raises(ValueError, match="at least 2 images"):
         ContrastiveRefiner(n_epochs=1).fit(localized[:1])
@@ -123,40 +176,20 @@ def test_needs_two_images(localized):
 
 def test_gate_collapses_normal_images(localized):
     refiner = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized)
+    assert refiner.gate_.active_
     norms = np.linalg.norm(refiner.transform(localized), axis=1)
     # images 9-11 have no anomaly: their maps stay far below the threshold
     assert norms[9:].max() < 0.01 and norms[:9].min() > 0.99
-    scores = localized[:, -1].reshape(12, -1).max(axis=1)
-    assert refiner.gate_scale_ == pytest.approx(0.1 * np.std(scores, ddof=1), rel=1e-5)
-    assert refiner.gate_threshold_ == pytest.approx(otsu_threshold(torch.from_numpy(scores)))
-    kmeans = ContrastiveRefiner(threshold="kmeans", n_clusters=4, n_epochs=1, random_state=0)
-    # the gate is Otsu's whatever rule labels the pixels
-    assert kmeans.fit(localized).gate_threshold_ == refiner.gate_threshold_
 
 
-def test_auto_gate_follows_the_score_bimodality(localized):
-    # 9 anomalous and 3 normal images: two groups of scores, the gate is on
-    auto = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized)
-    scores = localized[:, -1].reshape(12, -1).max(axis=1)
-    assert auto.gate_bimodality_ == pytest.approx(score_bimodality(scores))
-    assert auto.gate_bimodality_ > BIMODALITY_THRESHOLD
-    otsu = ContrastiveRefiner(n_epochs=1, gate="otsu", random_state=0).fit(localized)
-    np.testing.assert_array_equal(auto.transform(localized), otsu.transform(localized))
-    # the anomalous images only (equal peak scores): nothing to gate
-    defective = ContrastiveRefiner(n_epochs=1, random_state=0).fit(localized[:9])
-    assert np.isnan(defective.gate_bimodality_) and defective.gate_threshold_ is None
-    plain = ContrastiveRefiner(n_epochs=1, gate=None, random_state=0).fit(localized[:9])
-    np.testing.assert_array_equal(defective.transform(localized), plain.transform(localized))
-
-
-def test_without_gate_descriptors_are_the_pooled_embeddings(localized):
-    gated = ContrastiveRefiner(n_epochs=2, random_state=0).fit(localized)
-    plain = ContrastiveRefiner(n_epochs=2, gate=None, random_state=0).fit(localized)
-    assert plain.gate_threshold_ is None and plain.gate_scale_ is None
+def test_without_gate_and_appearance_descriptors_are_the_pooled_embeddings(localized):
+    gated = ContrastiveRefiner(n_epochs=2, appearance_weight=0, random_state=0).fit(localized)
+    plain = ContrastiveRefiner(n_epochs=2, random_state=0, **PAPER).fit(localized)
+    assert plain.gate_threshold_ is None and not plain.gate_.active_
     a, b = gated.transform(localized), plain.transform(localized)
     # Same seed, and the gate does not change training: the gated output is the
-    # plain one at unit length times sigmoid((score - threshold) / scale).
+    # plain one at unit length times the gate's weight.
     scores = localized[:, -1].reshape(12, -1).max(axis=1)
-    gate = 1 / (1 + np.exp(-(scores - gated.gate_threshold_) / gated.gate_scale_))
-    expected = b / np.linalg.norm(b, axis=1, keepdims=True) * gate[:, None]
+    weights = gated.gate_.weights(scores)
+    expected = b / np.linalg.norm(b, axis=1, keepdims=True) * weights[:, None]
     np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-6)

@@ -1,0 +1,149 @@
+"""Torch glue shared by the estimators: the device policy, pickling, memory.
+
+Device policy
+-------------
+Every estimator that computes with torch has a ``device`` parameter. ``fit``
+resolves it once (:func:`resolve_device`: an unknown or unavailable device is
+an error there, not later) into the fitted attribute ``device_``, and every
+torch computation of the estimator, in ``fit`` and afterwards, runs there:
+batches are moved to ``device_`` once and stay on it between the operations
+of a step; only the step's output comes back to the CPU (as numpy arrays, the
+data contract between steps).
+
+Pickling
+--------
+:class:`TorchModulesMixin` stores fitted torch modules on the CPU, so a model
+fitted on a GPU loads on a machine without one. After loading, the modules go
+to ``device_`` when that device exists; otherwise ``device_`` becomes the CPU
+and one warning says so (the same message for every step of a pipeline, so
+Python's default warning filter shows it once).
+
+Memory
+------
+glibc's ``malloc`` keeps blocks freed by a batch loop (tensors of up to 32 MiB)
+in its heap instead of returning them to the operating system, so after one
+step the process may hold a few hundred MiB it no longer uses, and the next
+large allocation comes on top of them. The heavy loops call
+:func:`release_freed_memory` when they end, which asks glibc to hand those pages
+back (``malloc_trim``, the remedy Dask's documentation gives for the same
+"unmanaged memory"); elsewhere it does nothing.
+"""
+
+from __future__ import annotations
+
+import copy
+import ctypes
+import functools
+import itertools
+import warnings
+
+import torch
+
+__all__ = [
+    "TorchModulesMixin",
+    "module_device",
+    "release_freed_memory",
+    "resolve_device",
+]
+
+
+def resolve_device(device) -> torch.device:
+    """Turn a ``device`` parameter into a :class:`torch.device`, checking that it exists."""
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"Invalid device {device!r}: {exc}") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available(),
+        "mps": torch.backends.mps.is_available(),
+    }.get(resolved.type, True)
+    if not available:
+        raise ValueError(
+            f"device={device!r} was requested but {resolved.type.upper()} is not available on "
+            "this machine; use device='cpu'."
+        )
+    if (
+        resolved.type == "cuda"
+        and resolved.index is not None
+        and resolved.index >= torch.cuda.device_count()
+    ):
+        raise ValueError(
+            f"device={device!r} was requested but this machine has "
+            f"{torch.cuda.device_count()} CUDA device(s)."
+        )
+    return resolved
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Device of a module's first parameter or buffer (CPU for an empty module)."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return torch.device("cpu")
+
+
+@functools.cache
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another C library, or no C library found)."""
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
+def release_freed_memory() -> None:
+    """Return the heap's free pages to the operating system (glibc only; else a no-op).
+
+    Frees nothing that is still referenced: it only lowers the resident memory
+    that already-freed blocks still count for (see "Memory" above).
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
+
+
+class TorchModulesMixin:
+    """Fitted ``device_``; torch modules pickled on the CPU and restored to ``device_``.
+
+    Subclasses have a ``device`` parameter, call :meth:`_resolve_device` at the
+    start of ``fit`` and list the fitted attributes holding torch modules in
+    ``_torch_modules``.
+    """
+
+    _torch_modules: tuple[str, ...] = ()
+
+    def _resolve_device(self) -> torch.device:
+        self.device_ = resolve_device(self.device)
+        return self.device_
+
+    def __getstate__(self):
+        state = dict(super().__getstate__())  # a copy: never move the live modules
+        for name in self._torch_modules:
+            module = state.get(name)
+            if isinstance(module, torch.nn.Module) and module_device(module).type != "cpu":
+                state[name] = copy.deepcopy(module).cpu()
+        if "device_" in state:
+            state["device_"] = str(state["device_"])
+        return state
+
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        if "device_" not in state:
+            return
+        device = torch.device(state["device_"])
+        try:
+            device = resolve_device(device)
+        except ValueError:
+            warnings.warn(
+                f"This model was fitted with device={str(device)!r}, which is not available "
+                "here; it computes on the CPU. Pass device='cpu' (set_params) before refitting "
+                "on this machine.",
+                UserWarning,
+                stacklevel=2,
+            )
+            device = torch.device("cpu")
+        self.device_ = device
+        for name in self._torch_modules:
+            module = getattr(self, name, None)
+            if isinstance(module, torch.nn.Module):
+                module.to(device)
