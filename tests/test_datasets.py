@@ -1,5 +1,7 @@
 """Tests of skanomclust.datasets: the synthetic generator and the folder loader."""
 
+import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -345,16 +347,178 @@ def test_loader_missing_mask(mvtec):
 def test_loader_unreadable_image(tmp_path):
     _save(tmp_path / "ok.png", _rgb(8, 8, 0))
     (tmp_path / "broken.png").write_bytes(b"\x89PNG but not really")
-    data = load_texture_folder(tmp_path)  # not decoded: no error
-    assert len(data.filenames) == 2
-    with pytest.raises(ValueError, match="broken.png"):
-        load_texture_folder(tmp_path, load_images=True)
+    # Every header is checked, also without load_images (a broken file used to pass here
+    # and stop the run later, after the backbone had loaded).
+    for load_images in (False, True):
+        with pytest.raises(ValueError, match=r"1 of 2 images cannot be read.*\n.*broken\.png"):
+            load_texture_folder(tmp_path, load_images=load_images)
+    with pytest.warns(UserWarning, match=r"did not read 1 entry.*\n.*broken\.png"):
+        data = load_texture_folder(tmp_path, on_error="skip", load_images=True)
+    assert [Path(f).name for f in data.filenames] == ["ok.png"]
+    assert len(data.images) == 1
+    ((path, reason),) = data.skipped
+    assert Path(path).name == "broken.png" and reason.startswith("cannot be read: cannot identify")
+    assert "1 entry not read" in data.DESCR
 
 
 def test_loader_unreadable_labelled_image_needs_its_size(mvtec):
     (mvtec / "test" / "good" / "003.png").write_bytes(b"garbage")
     with pytest.raises(ValueError, match="003.png"):
         load_texture_folder(mvtec)
+
+
+def test_loader_skip_keeps_labels_and_masks_aligned(mvtec):
+    (mvtec / "test" / "scratch" / "a.png").write_bytes(b"garbage")
+    with pytest.raises(ValueError, match=r"a\.png': cannot be read"):
+        load_texture_folder(mvtec)
+    with pytest.warns(UserWarning, match=r"a\.png"):
+        data = load_texture_folder(mvtec, on_error="skip", load_images=True)
+    names = [Path(f).relative_to(mvtec / "test").as_posix() for f in data.filenames]
+    assert names == ["good/000.png", "good/001.png", "good/002.jpg", "hole/x.bmp", "scratch/b.PNG"]
+    assert data.target.tolist() == [0, 0, 0, 1, 2]
+    assert [int(m.sum()) for m in data.masks] == [0, 0, 0, 1, 2 * 30]
+    assert len(data.images) == 5
+    assert [Path(p).name for p, _ in data.skipped] == ["a.png"]
+
+
+def test_loader_skip_drops_a_class_left_without_images(mvtec):
+    (mvtec / "test" / "hole" / "x.bmp").write_bytes(b"garbage")
+    with pytest.warns(UserWarning, match=r"x\.bmp"):
+        data = load_texture_folder(mvtec, on_error="skip")
+    assert data.target_names == ["good", "scratch"]
+    assert data.target.tolist() == [0, 0, 0, 1, 1]
+    assert "hole" not in data.DESCR.split("Classes:")[1]
+
+
+def test_loader_images_follow_the_data_contract(tmp_path):
+    gray16 = np.random.default_rng(0).integers(0, 65536, size=(6, 7), dtype=np.uint16)
+    _save(tmp_path / "a_16bit.png", gray16)
+    _save(tmp_path / "b_unit.tif", gray16.astype(np.float32) / 65535)
+    _save(tmp_path / "c_8bit.png", _rgb(6, 7, 0))
+    data = load_texture_folder(tmp_path, load_images=True)
+    assert [im.dtype for im in data.images] == [np.float32, np.float32, np.uint8]
+    np.testing.assert_array_equal(data.images[0], gray16 / np.float32(65535))
+    np.testing.assert_allclose(data.images[1], data.images[0], atol=1e-7)
+    # a float TIFF holding 0-255: the header is fine, the pixels are not; float images
+    # are decoded to check them even without load_images (before any backbone work)
+    _save(tmp_path / "d_scaled.tif", np.full((6, 7), 200.0, dtype=np.float32))
+    for load_images in (False, True):
+        with pytest.raises(
+            ValueError, match=r"d_scaled\.tif': has float pixel values in \[200, 200\]"
+        ):
+            load_texture_folder(tmp_path, load_images=load_images)
+    with pytest.warns(UserWarning, match="d_scaled"):
+        data = load_texture_folder(tmp_path, load_images=True, on_error="skip")
+    assert len(data.images) == 3
+    assert data.skipped[0][1].startswith("has float pixel values in [200, 200] (PIL mode 'F')")
+    # 32-bit integers: refused from the header already
+    _save(tmp_path / "e_int32.tif", np.full((6, 7), 200, dtype=np.int32))
+    with pytest.raises(ValueError, match=r"e_int32\.tif': has 32-bit integer pixels"):
+        load_texture_folder(tmp_path)
+
+
+def test_loader_on_error_is_checked(tmp_path):
+    _save(tmp_path / "a.png", _rgb(8, 8, 0))
+    with pytest.raises(ValueError, match="on_error must be 'raise' or 'skip', got 'ignore'"):
+        load_texture_folder(tmp_path, on_error="ignore")
+
+
+def test_loader_follows_symlinked_folders(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    _save(root / "z.png", _rgb(8, 8, 0))  # an image at the top: a plain, recursive folder
+    for i in range(2):
+        _save(root / "real" / f"r{i}.png", _rgb(8, 8, 1 + i))
+        _save(outside / f"o{i}.png", _rgb(8, 8, 10 + i))
+    _save(outside / "deeper" / "d.png", _rgb(8, 8, 20))
+    (root / "linked").symlink_to(outside, target_is_directory=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        data = load_texture_folder(root)
+    assert data.target is None and data.skipped == []
+    names = [Path(f).relative_to(root).as_posix() for f in data.filenames]
+    assert names == [
+        "linked/deeper/d.png",
+        "linked/o0.png",
+        "linked/o1.png",
+        "real/r0.png",
+        "real/r1.png",
+        "z.png",
+    ]
+    # class folders (and MVTec's test/<class>) may be links too
+    labelled = tmp_path / "labelled"
+    _save(labelled / "good" / "g.png", _rgb(8, 8, 0))
+    (labelled / "defect").symlink_to(root / "real", target_is_directory=True)
+    data = load_texture_folder(labelled)
+    assert data.target_names == ["good", "defect"] and data.target.tolist() == [0, 1, 1]
+
+
+def test_loader_symlink_loops_end_and_are_reported(tmp_path):
+    _save(tmp_path / "z.png", _rgb(8, 8, 0))
+    _save(tmp_path / "sub" / "a.png", _rgb(8, 8, 1))
+    (tmp_path / "sub" / "loop").symlink_to(tmp_path, target_is_directory=True)  # an ancestor
+    (tmp_path / "again").symlink_to(tmp_path / "sub", target_is_directory=True)  # a duplicate
+    with pytest.warns(UserWarning, match="did not read 2 entries") as record:
+        data = load_texture_folder(tmp_path)
+    assert [Path(f).relative_to(tmp_path).as_posix() for f in data.filenames] == [
+        "sub/a.png",
+        "z.png",
+    ]
+    assert data.skipped == [
+        (
+            str(tmp_path / "again"),
+            f"link to a folder already read ({str(tmp_path / 'sub')!r}); not followed again",
+        ),
+        (
+            str(tmp_path / "sub" / "loop"),
+            f"link to a folder already read ({str(tmp_path)!r}); not followed again",
+        ),
+    ]
+    assert "again" in str(record[0].message) and "loop" in str(record[0].message)
+
+
+def test_loader_reports_broken_links(tmp_path):
+    _save(tmp_path / "a.png", _rgb(8, 8, 0))
+    (tmp_path / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.warns(UserWarning, match="gone.png"):
+        data = load_texture_folder(tmp_path)
+    assert data.skipped == [(str(tmp_path / "gone.png"), "broken symbolic link")]
+
+
+def _unreadable_folder(tmp_path):
+    _save(tmp_path / "z.png", _rgb(8, 8, 0))
+    _save(tmp_path / "locked" / "a.png", _rgb(8, 8, 1))
+    return tmp_path / "locked"
+
+
+def _check_reported(tmp_path, locked):
+    with pytest.warns(UserWarning, match=r"'.*locked': folder cannot be read: Permission denied"):
+        data = load_texture_folder(tmp_path)
+    assert [Path(f).name for f in data.filenames] == ["z.png"]
+    assert data.skipped == [(str(locked), "folder cannot be read: Permission denied")]
+
+
+def test_loader_reports_unreadable_folders(tmp_path, monkeypatch):
+    locked = _unreadable_folder(tmp_path)
+    real = os.scandir
+
+    def scandir(path="."):
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    _check_reported(tmp_path, locked)
+
+
+def test_loader_reports_folders_without_permission(tmp_path):
+    locked = _unreadable_folder(tmp_path)
+    locked.chmod(0)
+    try:
+        if os.access(locked, os.R_OK):
+            pytest.skip("running as root (or with CAP_DAC_OVERRIDE): chmod 000 does not block")
+        _check_reported(tmp_path, locked)
+    finally:
+        locked.chmod(0o755)
 
 
 def test_loader_reads_synthetic_round_trip(tmp_path):
@@ -387,6 +551,7 @@ def test_loader_mtd_counts():
     counts = dict(zip(data.target_names, np.bincount(data.target).tolist(), strict=True))
     assert counts == expected
     assert len(data.filenames) == len(data.masks) == 1344
+    assert data.skipped == []
     empty = [
         data.target_names[y]
         for m, y in zip(data.masks, data.target, strict=True)

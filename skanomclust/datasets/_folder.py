@@ -1,11 +1,21 @@
-"""Loader for folders of texture images, labelled (MVTec AD layout) or not."""
+"""Loader for folders of texture images, labelled (MVTec AD layout) or not.
+
+Nothing is left out without a word: folders and files that cannot be read,
+broken links and symbolic links leading back to a folder already read are
+listed in the returned ``skipped`` and in one warning. Images are decoded by
+:func:`skanomclust._images.decode_image`, under the data contract of the
+extractor's input.
+"""
 
 import os
-from pathlib import Path
+import warnings
+from pathlib import Path, PurePosixPath
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps
 from sklearn.utils import Bunch
+
+from .._images import ImageReadError, decode_image, read_header
 
 __all__ = ["load_texture_folder"]
 
@@ -13,6 +23,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 NORMAL_CLASS = "good"
 _GROUND_TRUTH = "ground_truth"
 _MASK_SUFFIX = "_mask"
+_LISTED = 10  # skipped entries named in a message; all are in ``skipped``
 
 
 def _normalise_extensions(extensions):
@@ -30,55 +41,116 @@ def _normalise_extensions(extensions):
     return frozenset(normalised)
 
 
-def _visible(entries):
-    return [e for e in entries if not e.name.startswith(".")]
+def _why(exc):
+    """The reason of an error without the path (OSError repeats it in its message)."""
+    if isinstance(exc, ImageReadError):
+        return exc.reason
+    if isinstance(exc, FileNotFoundError):
+        return "does not exist"
+    return getattr(exc, "strerror", None) or str(exc)
 
 
-def _image_files(folder, extensions):
-    """Image files directly inside ``folder``, sorted by name."""
-    with os.scandir(folder) as it:
-        files = [
-            Path(e.path)
-            for e in _visible(it)
-            if e.is_file() and os.path.splitext(e.name)[1].lower() in extensions
-        ]
-    return sorted(files, key=lambda p: p.name)
+def _split(folder, extensions, skipped):
+    """(image files, sub-folder entries) directly in ``folder``, sorted by name.
+
+    None when ``folder`` cannot be listed. Symbolic links are followed; what cannot
+    be classified (a broken link, a permission error) is noted in ``skipped``.
+    """
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted((e for e in it if not e.name.startswith(".")), key=lambda e: e.name)
+    except OSError as exc:
+        skipped.append((str(folder), f"folder cannot be read: {_why(exc)}"))
+        return None
+    files, dirs = [], []
+    for entry in entries:
+        try:
+            if entry.is_dir():
+                dirs.append(entry)
+            elif entry.is_file():
+                if os.path.splitext(entry.name)[1].lower() in extensions:
+                    files.append(Path(entry.path))
+            elif entry.is_symlink():
+                skipped.append((entry.path, "broken symbolic link"))
+        except OSError as exc:
+            skipped.append((entry.path, f"cannot be read: {_why(exc)}"))
+    return files, dirs
 
 
-def _sub_folders(folder):
-    with os.scandir(folder) as it:
-        return sorted((Path(e.path) for e in _visible(it) if e.is_dir()), key=lambda p: p.name)
+def _image_files(folder, extensions, skipped):
+    split = _split(folder, extensions, skipped)
+    return None if split is None else split[0]
 
 
-def _image_files_recursive(folder, extensions):
-    """Image files below ``folder``, skipping hidden entries and ``ground_truth`` folders."""
+def _walk(root, extensions, skipped):
+    """Image files below ``root`` (recursive, following symbolic links once), by relative path.
+
+    Folders named ``ground_truth`` are not entered. A folder is read once: a link leading
+    to a folder already read (an ancestor, which would loop, or a duplicate) is noted in
+    ``skipped``. Real folders are read before linked ones, so files keep their real path.
+    """
+    seen = {}
     found = []
-    for current, dirs, files in os.walk(folder):
-        dirs[:] = [d for d in dirs if not d.startswith(".") and d != _GROUND_TRUTH]
-        rel = Path(current).relative_to(folder)
-        found.extend(
-            (rel / f).as_posix()
-            for f in files
-            if not f.startswith(".") and os.path.splitext(f)[1].lower() in extensions
-        )
-    return [folder / rel for rel in sorted(found)]
+    stack, links = [], []
+
+    def enter(path, rel):
+        try:
+            stat = path.stat()
+        except OSError as exc:
+            skipped.append((str(path), f"folder cannot be read: {_why(exc)}"))
+            return
+        key = (stat.st_dev, stat.st_ino)
+        if key in seen:
+            skipped.append(
+                (str(path), f"link to a folder already read ({seen[key]!r}); not followed again")
+            )
+            return
+        seen[key] = str(path)
+        stack.append((path, rel))
+
+    enter(root, PurePosixPath())
+    while stack or links:
+        if not stack:
+            links.sort(key=lambda link: link[1])
+            enter(*links.pop(0))
+            continue
+        folder, rel = stack.pop()
+        split = _split(folder, extensions, skipped)
+        if split is None:
+            continue
+        files, dirs = split
+        found.extend((rel / f.name, f) for f in files)
+        for entry in dirs:
+            if entry.name == _GROUND_TRUTH:
+                continue
+            if entry.is_symlink():
+                links.append((Path(entry.path), rel / entry.name))
+            else:
+                enter(Path(entry.path), rel / entry.name)
+    return [path for _, path in sorted(found, key=lambda item: item[0].as_posix())]
 
 
-def _class_folders(root, extensions):
+def _class_folders(root, extensions, skipped):
     """The class layout of ``root``: ``{name: images}``, or None if it is not one.
 
     ``root`` holds class folders when it has no image files of its own and every visible
-    sub-folder (other than ``ground_truth``) directly contains at least one image.
+    sub-folder (other than ``ground_truth``) directly contains at least one image; a
+    sub-folder that cannot be read is noted in ``skipped`` and does not count.
     """
-    if _image_files(root, extensions):
+    files, dirs = _split(root, extensions, skipped)
+    if files:
         return None
-    folders = [f for f in _sub_folders(root) if f.name != _GROUND_TRUTH]
-    if not folders:
-        return None
-    classes = {f.name: _image_files(f, extensions) for f in folders}
-    if not all(classes.values()):
-        return None
-    return classes
+    classes = {}
+    for entry in dirs:
+        if entry.name == _GROUND_TRUTH:
+            continue
+        images = _image_files(entry.path, extensions, skipped)
+        if images is None:
+            continue
+        if not images:
+            return None
+        classes[entry.name] = images
+    return classes or None
 
 
 def _order_class_names(names):
@@ -89,64 +161,61 @@ def _order_class_names(names):
     return names
 
 
-def _image_size(path):
-    """(width, height) read from the image header only."""
+def _listing(items):
+    lines = [f"  {path!r}: {reason}" for path, reason in items[:_LISTED]]
+    if len(items) > _LISTED:
+        lines.append(f"  ... and {len(items) - _LISTED} more")
+    return "\n".join(lines)
+
+
+def _note(skipped):
+    return f"\nNot read:\n{_listing(skipped)}" if skipped else ""
+
+
+def _read_all(paths, read, on_error, skipped):
+    """``{path: read(path)}`` for the paths that can be read; the others by ``on_error``."""
+    out, failed = {}, []
+    for path in paths:
+        try:
+            out[path] = read(path)
+        except (ImageReadError, OSError) as exc:
+            failed.append((str(path), _why(exc)))
+    if failed and on_error == "raise":
+        raise ValueError(
+            f"{len(failed)} of {len(paths)} images cannot be read (on_error='skip' leaves "
+            f"them out):\n{_listing(failed)}"
+        )
+    skipped.extend(failed)
+    return out
+
+
+def _read_mask(path, image_path, size):
+    name = f"mask {str(path)!r}"
     try:
         with Image.open(path) as img:
-            return img.size
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"Cannot read image file {str(path)!r}: {exc}") from exc
+            ImageOps.exif_transpose(img, in_place=True)
+            if img.mode not in ("1", "L", "F") and not img.mode.startswith("I"):
+                img = img.convert("L")  # colour and palette masks: their luminance
+            values = decode_image(img, name)
+    except ImageReadError:
+        raise
+    except Exception as exc:  # Pillow raises OSError, SyntaxError, ValueError, ...
+        raise ValueError(f"Cannot read mask file {str(path)!r}: {_why(exc)}") from exc
+    if values.shape != size:
+        raise ValueError(
+            f"Mask {str(path)!r} is {values.shape[1]}x{values.shape[0]} pixels but image "
+            f"{str(image_path)!r} is {size[1]}x{size[0]} (width x height)."
+        )
+    # Above half the white level: > 127 for 8-bit masks, > 32767 for 16-bit ones.
+    return values > (127 if values.dtype == np.uint8 else 0.5)
 
 
-def _read_image(path):
-    """Pixels as uint8: (H, W) for single-channel images, (H, W, 3) for colour ones."""
-    try:
-        with Image.open(path) as img:
-            img.load()
-            mode = img.mode
-            if mode in ("L", "RGB"):
-                return np.asarray(img, dtype=np.uint8)
-            if mode.startswith("I;16"):
-                return (np.asarray(img, dtype=np.uint32) // 257).astype(np.uint8)
-            if mode in ("I", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                if arr.max(initial=0.0) > 255.0:
-                    arr = arr / 257.0
-                return np.clip(np.rint(arr), 0, 255).astype(np.uint8)
-            if mode in ("1", "LA"):
-                return np.asarray(img.convert("L"), dtype=np.uint8)
-            # RGBA, palette, CMYK, YCbCr, ...: colour without alpha.
-            return np.asarray(img.convert("RGB"), dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
-        raise ValueError(f"Cannot read image file {str(path)!r}: {exc}") from exc
-
-
-def _read_mask(path, image_path, image_size):
-    try:
-        with Image.open(path) as img:
-            if img.size != image_size:
-                raise ValueError(
-                    f"Mask {str(path)!r} is {img.size[0]}x{img.size[1]} pixels but image "
-                    f"{str(image_path)!r} is {image_size[0]}x{image_size[1]} (width x height)."
-                )
-            if img.mode.startswith("I;16") or img.mode in ("I", "F"):
-                arr = np.asarray(img, dtype=np.float64)
-                if arr.max(initial=0.0) > 255.0:
-                    arr = arr / 257.0
-                return arr > 127
-            if img.mode != "L":
-                img = img.convert("L")
-            return np.asarray(img) > 127
-    except (UnidentifiedImageError, OSError) as exc:
-        raise ValueError(f"Cannot read mask file {str(path)!r}: {exc}") from exc
-
-
-def _mask_index(folder, extensions):
+def _mask_index(folder, extensions, skipped):
     """``{image stem: mask path}`` for the ``<stem>_mask.<ext>`` files of a ground-truth folder."""
     index = {}
     if not folder.is_dir():
         return index
-    for path in _image_files(folder, extensions | {".png"}):
+    for path in _image_files(folder, extensions | {".png"}, skipped) or []:
         stem = path.stem
         if stem.endswith(_MASK_SUFFIX):
             key = stem[: -len(_MASK_SUFFIX)]
@@ -156,16 +225,16 @@ def _mask_index(folder, extensions):
     return index
 
 
-def _load_masks(filenames, labels, gt_root, extensions):
+def _load_masks(filenames, labels, sizes, gt_root, extensions, skipped):
     masks = []
     indices = {}
     for path, label in zip(filenames, labels, strict=True):
-        size = _image_size(path)
+        size = sizes[path]
         if label == NORMAL_CLASS:
-            masks.append(np.zeros((size[1], size[0]), dtype=bool))
+            masks.append(np.zeros(size, dtype=bool))
             continue
         if label not in indices:
-            indices[label] = _mask_index(gt_root / label, extensions)
+            indices[label] = _mask_index(gt_root / label, extensions, skipped)
         mask_path = indices[label].get(path.stem)
         if mask_path is None:
             raise ValueError(
@@ -176,7 +245,49 @@ def _load_masks(filenames, labels, gt_root, extensions):
     return masks
 
 
-def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=None):
+def _find(root, extensions, skipped):
+    """(files, labels or None, ground-truth folder or None, layout description)."""
+    classes, gt_root = None, None
+    test = root / "test"
+    if test.is_dir():
+        layout = f"MVTec AD layout, classes in {str(test)!r}"
+        dirs = (_split(test, extensions, skipped) or ([], []))[1]
+        classes = {}
+        for entry in dirs:
+            if entry.name != _GROUND_TRUTH:
+                files = _image_files(entry.path, extensions, skipped)
+                if files:
+                    classes[entry.name] = files
+        if not classes:
+            raise ValueError(
+                f"No image files found in the class folders of {str(test)!r}.{_note(skipped)}"
+            )
+        gt_root = root / _GROUND_TRUTH
+    else:
+        classes = _class_folders(root, extensions, skipped)
+        if classes is not None:
+            layout = f"class folders in {str(root)!r}"
+            gt_root = root / _GROUND_TRUTH
+            if not gt_root.is_dir():
+                gt_root = root.parent / _GROUND_TRUTH
+    if classes is None:
+        files = _walk(root, extensions, skipped)
+        if not files:
+            raise ValueError(
+                f"No image files ({', '.join(sorted(extensions))}) found in {str(root)!r}."
+                + _note(skipped)
+            )
+        return files, None, None, f"plain folder {str(root)!r} (searched recursively, no labels)"
+    files, labels = [], []
+    for name in _order_class_names(classes):
+        files.extend(classes[name])
+        labels.extend([name] * len(classes[name]))
+    return files, labels, gt_root, layout
+
+
+def load_texture_folder(
+    path, *, load_images=False, load_masks=True, extensions=None, on_error="raise"
+):
     """Load a folder of texture images, with class labels and defect masks if present.
 
     Three layouts are recognised, in this order:
@@ -195,7 +306,18 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
     3. **Plain folder**: any other folder; its images are collected recursively and have
        no labels. Folders named ``ground_truth`` are skipped.
 
-    Hidden files and folders (names starting with ``.``) are always ignored.
+    Hidden files and folders (names starting with ``.``) are always ignored. Symbolic
+    links to files and folders are followed; a folder is read once, so a link leading
+    back to an ancestor (a loop) or to a folder already read is not followed again.
+    Folders that cannot be listed, broken links and such links are not errors: they are
+    listed in ``skipped`` and named in a warning.
+
+    Every image file's header is checked before anything else is read: Pillow identifies
+    the format, size and mode, and checksums PNG chunks, without decoding pixels (0.05 s
+    for the 1344 JPEG files of MTD); only float images (whose values must lie in [0, 1])
+    and JPEG files that do not end with their end-of-image marker (cut off) are decoded
+    to check them. With ``load_images=True`` every image is also decoded.
+    ``on_error`` says what happens to images failing either step.
 
     Parameters
     ----------
@@ -203,13 +325,20 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
         Folder to read.
     load_images : bool, default=False
         Whether to decode the images into ``images``. Without it only file names, labels
-        and masks are returned (the image headers are still read for the mask sizes).
+        and masks are returned.
     load_masks : bool, default=True
         Whether to read the defect masks. False leaves ``masks`` None and saves their
         memory (and the reading time) when only the class labels are needed.
     extensions : iterable of str, default=None
         File extensions counted as images, case-insensitive, with or without the dot.
         None means ``.png .jpg .jpeg .bmp .tif .tiff .webp``.
+    on_error : {"raise", "skip"}, default="raise"
+        For images that cannot be read or break the data contract of
+        :mod:`skanomclust._images` (e.g. a float TIFF outside [0, 1]): ``"raise"`` a
+        ValueError naming every such file; ``"skip"`` leaves them out of ``filenames``,
+        ``target``, ``masks`` and ``images`` and lists them in ``skipped`` (a class left
+        without images is dropped from ``target_names``). Masks that cannot be read always
+        raise.
 
     Returns
     -------
@@ -227,14 +356,22 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
             without labels.
         masks : list of ndarray of dtype bool, or None
             One mask of shape (height, width) per image, True on defect pixels (mask
-            value > 127); all False for ``good`` images. None when there is no
-            ``ground_truth`` folder (and for plain folders) or with ``load_masks=False``.
-            All masks are read into memory (for MTD: 1344 masks, about 140 MB).
-        images : list of ndarray of dtype uint8, or None
-            Only with ``load_images=True``: the pixels as stored, shape (height, width)
-            for single-channel images (grayscale, 16-bit scaled to 8 bits) and
-            (height, width, 3) for colour images (palette images are expanded to RGB
-            and any alpha channel is dropped). Otherwise None.
+            value above half its white level: > 127 for 8-bit masks); all False for
+            ``good`` images. None when there is no ``ground_truth`` folder (and for plain
+            folders) or with ``load_masks=False``. All masks are read into memory (for
+            MTD: 1344 masks, about 140 MB).
+        images : list of ndarray, or None
+            Only with ``load_images=True``: each image as the extractor reads it (see
+            :func:`skanomclust._images.decode_image`): upright (EXIF orientation applied),
+            shape (height, width) for single-channel images and (height, width, 3) for
+            colour ones (palette images expanded to RGB, alpha dropped); dtype uint8 for
+            8-bit (and 1-bit) images, float32 in [0, 1] for 16-bit and float ones.
+            Passing these arrays to the extractor gives the same features as passing
+            ``filenames``. Otherwise None.
+        skipped : list of tuple of str
+            ``(path, reason)`` for everything not read: folders that cannot be listed,
+            broken links, links to a folder already read, and with ``on_error="skip"``
+            images that cannot be read. Empty when everything was read.
         DESCR : str
             Short description of what was read.
 
@@ -246,7 +383,12 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
         If ``path`` is not a folder.
     ValueError
         If no image is found, a defect image has no mask, a mask's size differs from
-        its image's, or an image or mask file cannot be decoded.
+        its image's, a mask cannot be decoded, or (``on_error="raise"``) an image cannot.
+
+    Warns
+    -----
+    UserWarning
+        Naming the entries of ``skipped``, when there are any.
 
     Examples
     --------
@@ -270,80 +412,77 @@ def load_texture_folder(path, *, load_images=False, load_masks=True, extensions=
     ...             folder.mkdir(parents=True, exist_ok=True)
     ...             Image.fromarray(mask.astype(np.uint8) * 255).save(folder / f"{i:03d}_mask.png")
     ...     loaded = load_texture_folder(tmp, load_images=True)
-    >>> loaded.target_names, loaded.target.tolist()
-    (['good', 'hole'], [0, 0, 0, 1, 1])
-    >>> loaded.images[0].shape, int(loaded.masks[3].sum()) > 0
-    ((32, 32, 3), True)
+    >>> loaded.target_names, loaded.target.tolist(), loaded.skipped
+    (['good', 'hole'], [0, 0, 0, 1, 1], [])
+    >>> loaded.images[0].shape, loaded.images[0].dtype, int(loaded.masks[3].sum()) > 0
+    ((32, 32, 3), dtype('uint8'), True)
     """
     root = Path(os.fspath(path))
     if not root.exists():
         raise FileNotFoundError(f"Texture folder {str(root)!r} does not exist.")
     if not root.is_dir():
         raise NotADirectoryError(f"{str(root)!r} is not a folder.")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
     extensions = _normalise_extensions(extensions)
+    with os.scandir(root):  # the folder itself must be readable: raises PermissionError
+        pass
 
-    classes = None
-    gt_root = None
-    test = root / "test"
-    if test.is_dir():
-        layout = f"MVTec AD layout, classes in {str(test)!r}"
-        classes = {
-            f.name: files
-            for f in _sub_folders(test)
-            if f.name != _GROUND_TRUTH and (files := _image_files(f, extensions))
-        }
-        if not classes:
-            raise ValueError(f"No image files found in the class folders of {str(test)!r}.")
-        gt_root = root / _GROUND_TRUTH
-    else:
-        classes = _class_folders(root, extensions)
-        if classes is not None:
-            layout = f"class folders in {str(root)!r}"
-            gt_root = root / _GROUND_TRUTH
-            if not gt_root.is_dir():
-                gt_root = root.parent / _GROUND_TRUTH
-
-    if classes is not None:
-        target_names = _order_class_names(classes)
-        filenames, labels = [], []
-        for name in target_names:
-            filenames.extend(classes[name])
-            labels.extend([name] * len(classes[name]))
-        target = np.repeat(
-            np.arange(len(target_names), dtype=np.int64), [len(classes[n]) for n in target_names]
+    skipped = []
+    files, labels, gt_root, layout = _find(root, extensions, skipped)
+    # Headers first (cheap), so that nothing is read or decoded for a file that fails.
+    sizes = _read_all(
+        files, lambda p: read_header(p, repr(str(p)), verify=True), on_error, skipped
+    )
+    images = None
+    if load_images:
+        images = _read_all(
+            [f for f in files if f in sizes],
+            lambda p: decode_image(p, repr(str(p))),
+            on_error,
+            skipped,
         )
+    kept = [i for i, f in enumerate(files) if f in sizes and (images is None or f in images)]
+    files = [files[i] for i in kept]
+    if not files:
+        raise ValueError(f"None of the image files in {str(root)!r} can be read.{_note(skipped)}")
+
+    target = target_names = masks = None
+    if labels is not None:
+        labels = [labels[i] for i in kept]
+        target_names = _order_class_names(set(labels))
+        target = np.array([target_names.index(name) for name in labels], dtype=np.int64)
         if gt_root.is_dir() and not load_masks:
-            masks = None
             layout += f", masks in {str(gt_root)!r} not read"
         elif gt_root.is_dir():
-            masks = _load_masks(filenames, labels, gt_root, extensions)
+            masks = _load_masks(files, labels, sizes, gt_root, extensions, skipped)
             layout += f", masks from {str(gt_root)!r}"
         else:
-            masks = None
             layout += ", no ground_truth masks"
-    else:
-        filenames = _image_files_recursive(root, extensions)
-        if not filenames:
-            raise ValueError(
-                f"No image files ({', '.join(sorted(extensions))}) found in {str(root)!r}."
-            )
-        layout = f"plain folder {str(root)!r} (searched recursively, no labels)"
-        target = target_names = masks = None
 
-    images = [_read_image(f) for f in filenames] if load_images else None
-
-    descr = f"Texture images: {len(filenames)} files; {layout}."
+    skipped = list(dict.fromkeys(skipped))  # layout detection may meet an entry twice
+    descr = f"Texture images: {len(files)} files; {layout}."
     if target_names is not None:
         counts = np.bincount(target, minlength=len(target_names))
         descr += "\nClasses: " + ", ".join(
             f"{n} ({c})" for n, c in zip(target_names, counts, strict=True)
         )
         descr += "."
+    if skipped:
+        entries = f"{len(skipped)} {'entry' if len(skipped) == 1 else 'entries'}"
+        descr += f"\n{entries} not read (see skipped)."
+        warnings.warn(
+            f"load_texture_folder({str(root)!r}) did not read {entries} "
+            f"(listed in the result's skipped):\n{_listing(skipped)}",
+            UserWarning,
+            stacklevel=2,
+        )
     return Bunch(
-        filenames=[str(f) for f in filenames],
+        filenames=[str(f) for f in files],
         target=target,
         target_names=target_names,
         masks=masks,
-        images=images,
+        images=None if images is None else [images[f] for f in files],
+        skipped=skipped,
         DESCR=descr,
     )
