@@ -33,6 +33,7 @@ import numpy as np
 from _common import MTD, RESULTS, machine, mtd_or_exit, stage
 
 from skanomclust import BlindAnomalyLocalizer, TextureFeatureExtractor
+from skanomclust.contract import split_localizer_output
 from skanomclust.localization import resize_anomaly_maps
 from skanomclust.metrics import au_pro, pixel_auroc
 
@@ -98,7 +99,7 @@ def main():
                 localizer.fit(features)
             with stage(record["timings"], f"{mode} transform"):
                 out = localizer.transform(features)
-            maps = np.ascontiguousarray(out[:, -1])
+            maps = np.ascontiguousarray(split_localizer_output(out)[1])
             del out
             record["scores"] = {"baseline": score(maps, data)}
             fit_transform = (

@@ -38,6 +38,7 @@ from skanomclust import (
     TextureFeatureExtractor,
     WardClustering,
 )
+from skanomclust.contract import split_localizer_output
 from skanomclust.metrics import clustering_report
 
 
@@ -48,7 +49,7 @@ def _setting(text):
 
 def score(Xt, target, good):
     """Image AUROC, 6-class scores with the gate and 5-class scores without."""
-    maps = Xt[:, -1].reshape(len(Xt), -1).astype(np.float32)
+    maps = split_localizer_output(Xt)[1].reshape(len(Xt), -1).astype(np.float32)
     defective = target != good
     row = {"image_auroc": float(roc_auc_score(defective, maps.max(axis=1)))}
     descriptors = AnomalyWeightedPooling(gate="otsu").fit_transform(Xt)

@@ -76,7 +76,11 @@ all_images = [(np.arange(len(X)), np.arange(len(X)))]
 # ----------------
 # A clusterer in GridSearchCV is scored by ``scorer(pipeline, X, y)``, which
 # calls ``pipeline.predict(X)`` and compares the clusters with ``y``.
-param_grid = {"refiner__tau": [0.002, 0.02, 0.2], "clustering__n_clusters": [3, 4, 5]}
+param_grid = {
+    "pooling__appearance_weight": [0.0, 1.0],
+    "pooling__tau": [0.002, 0.02],
+    "clustering__n_clusters": [3, 4, 5],
+}
 search = GridSearchCV(
     pipeline, param_grid, scoring=make_scorer(normalized_mutual_info_score), cv=all_images
 )
@@ -96,8 +100,9 @@ print("best:", search.best_params_, f"NMI={search.best_score_:.3f}")
 
 # %%
 # Only the first candidate computed the features and the anomaly maps (see its
-# fit time); the first one of each other tau found them in the cache and
-# trained the contrastive head; the rest only re-cut the Ward tree.
+# fit time); every other one found them in the cache and only pooled the
+# descriptors again and cut the Ward tree. ``pooling__appearance_weight=0``
+# leaves out this package's appearance view (the paper's descriptor).
 
 # %%
 # Without labels: silhouette of the pipeline's own descriptors
@@ -105,7 +110,7 @@ print("best:", search.best_params_, f"NMI={search.best_score_:.3f}")
 # Any callable ``scorer(estimator, X, y)`` can score. Here: the descriptors
 # are ``pipeline[:-1].transform(X)`` and the clusters come from the last step.
 # Silhouettes are comparable between numbers of clusters of one descriptor
-# space, so this search tunes ``n_clusters`` for the tau chosen above. (The
+# space, so this search tunes ``n_clusters`` for the descriptor chosen above. (The
 # cache key includes ``y``: fitted without labels, the features are computed
 # once more, then reused.)
 
@@ -119,8 +124,9 @@ def descriptor_silhouette(pipeline, X, y=None):
     return silhouette_score(descriptors, labels)
 
 
+best_descriptor = {k: v for k, v in search.best_params_.items() if k.startswith("pooling__")}
 unsupervised = GridSearchCV(
-    pipeline.set_params(refiner__tau=search.best_params_["refiner__tau"]),
+    pipeline.set_params(**best_descriptor),
     {"clustering__n_clusters": [2, 3, 4, 5, 6]},
     scoring=descriptor_silhouette,
     cv=all_images,
@@ -132,10 +138,12 @@ labels = unsupervised.best_estimator_[-1].labels_
 print(f"chosen without labels: k={k}, NMI={normalized_mutual_info_score(y, labels):.3f}")
 
 # %%
-# ``WardClustering(n_clusters="auto")`` makes the same choice inside one fit:
-# it scores every k on one Ward tree.
+# ``WardClustering(n_clusters="auto")`` makes a choice inside one fit: it
+# cuts one Ward tree at every k and takes the knee of the within-cluster
+# spread (``n_clusters_scores_`` has the score of every k).
 auto = pipeline.set_params(clustering__n_clusters="auto").fit(X)
 print("auto:", auto[-1].n_clusters_, "clusters")
+print({k: round(float(v), 3) for k, v in (auto[-1].n_clusters_scores_ or {}).items()})
 
 # %%
 # Parallel searches

@@ -23,15 +23,14 @@ shows it without running it. It does what the command line does::
 # the method.
 import os
 import sys
-import time
 from pathlib import Path
 
-from skanomclust import make_blind_pipeline
-from skanomclust.clustering import estimate_n_clusters
+from skanomclust import WardClustering, cluster_images
 from skanomclust.datasets import load_texture_folder
 from skanomclust.localization import resize_anomaly_maps
 from skanomclust.metrics import clustering_report, format_clustering_report, localization_report
 from skanomclust.report import write_report
+from skanomclust.run import embed_descriptors
 
 root = Path(os.environ.get("SKANOMCLUST_MTD", "../shared/data/mtd/magnetic_tile"))
 if not root.is_dir():
@@ -41,49 +40,46 @@ data = load_texture_folder(root)
 print(data.DESCR)
 
 # %%
-# Fit, one step at a time
-# -----------------------
-# Running the steps one by one fits exactly what ``pipeline.fit`` fits, and
-# keeps the anomaly maps and descriptors for the report.
-pipeline = make_blind_pipeline(n_clusters=6, image_size=256, random_state=0, verbose=True)
-start = time.perf_counter()
-features = pipeline["features"].fit_transform(data.filenames)
-with_maps = pipeline["localizer"].fit_transform(features)
-descriptors = pipeline["refiner"].fit_transform(with_maps)
-labels = pipeline["clustering"].fit_predict(descriptors)
-print(f"fitted in {time.perf_counter() - start:.0f} s")
+# Fit
+# ---
+# :func:`~skanomclust.cluster_images` fits the default pipeline (this
+# package's configuration; ``preset="paper"`` for the paper's) and returns the
+# labels with the anomaly maps, image scores and descriptors of every image,
+# what the method decided on its own, and the seconds per step.
+result = cluster_images(data.filenames, n_clusters=6, random_state=0, verbose=True)
+print(result.gate)
+print({step: round(seconds) for step, seconds in result.timings.items()})
 
 # %%
 # Scores
 # ------
-report = clustering_report(data.target, labels, target_names=data.target_names)
+report = clustering_report(data.target, result.labels, target_names=data.target_names)
 print(format_clustering_report(report))
-maps = with_maps[:, -1]
-full_size = resize_anomaly_maps(maps, [mask.shape for mask in data.masks])
+full_size = resize_anomaly_maps(result.anomaly_maps, [mask.shape for mask in data.masks])
 print(localization_report(data.masks, full_size))
 
 # %%
 # How many clusters would the data suggest?
 # -----------------------------------------
-k, scores = estimate_n_clusters(descriptors)
-print("estimated k:", k, {c: round(s, 3) for c, s in scores.items()})
+# The descriptors do not depend on k: estimating it is a new Ward clustering.
+ward = WardClustering(n_clusters="auto", random_state=0).fit(result.descriptors)
+print("estimated k:", ward.n_clusters_)
+print({k: round(float(score), 3) for k, score in (ward.n_clusters_scores_ or {}).items()})
 
 # %%
 # The HTML report
 # ---------------
-# One gallery per cluster, the defects outlined, a t-SNE map of the
-# descriptors and the scores. Open ``mtd_report.html`` in a browser.
+# One gallery per cluster, the defects outlined, a map of the descriptors,
+# the scores, and the review page. Open ``mtd_report.html`` in a browser.
 write_report(
     "mtd_report.html",
+    result,
     data.filenames,
-    labels,
-    maps,
-    maps.reshape(len(maps), -1).max(axis=1),
-    descriptors,
+    [str(Path(name).relative_to(root)) for name in data.filenames],
+    coordinates=embed_descriptors(result.descriptors, random_state=0),
     target=data.target,
     target_names=data.target_names,
-    metrics=report,
-    threshold=pipeline["refiner"].threshold_,
+    metrics={**report, "localization": localization_report(data.masks, full_size)},
 )
 
 # sphinx_gallery_thumbnail_path = '_static/report_top.jpg'
