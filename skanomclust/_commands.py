@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 import shutil
 import sys
 import time
@@ -102,10 +103,13 @@ def _work_dir(args, output: OutputFolder):
 
 def _auto_k_text(result):
     scores = result.n_clusters_scores
-    if not scores:
+    if scores is None:  # k was given
         return None
     if result.n_clusters == 1:
-        return "automatic k = 1: the descriptors show no cluster structure"
+        return (
+            "automatic k = 1: the images' descriptors are identical or split no better than "
+            "structureless data would (gap statistic), so they form one cluster"
+        )
     listing = ", ".join(f"{k}: {v:.3g}" for k, v in sorted(scores.items()))
     return (
         f"automatic k = {result.n_clusters} (the knee of the within-cluster spread; score "
@@ -174,7 +178,12 @@ def _run_and_write(
     from .report import write_report
     from .run import embed_descriptors
 
-    skipped = list(getattr(data, "skipped", None) or [])
+    # skipped.csv names images the way assignments.csv does: relative to the input folder
+    root = extra_settings.get("input")
+    skipped = [
+        (_relative_names([os.path.abspath(path)], Path(root))[0] if root else str(path), reason)
+        for path, reason in (getattr(data, "skipped", None) or [])
+    ]
     for path, reason in skipped[:5]:
         _log(args, f"skipped {path}: {reason}")
     if len(skipped) > 5:
