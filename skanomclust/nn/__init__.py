@@ -2,7 +2,9 @@
 
 One module per step, named as the estimator that drives it:
 
-- :mod:`~skanomclust.nn.features`: pretrained backbones cut at intermediate layers (step 1);
+- :mod:`~skanomclust.nn.features`: pretrained backbones cut at intermediate layers (step 1),
+  their weights from :mod:`~skanomclust.nn.weights` (offline packages, torchvision, a
+  file, or a seeded random initialisation);
 - :mod:`~skanomclust.nn.vae`: the per-pixel VAE, its training and residuals (step 2);
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3);
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
