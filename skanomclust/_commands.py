@@ -292,6 +292,16 @@ def _check_backbone(name):
         raise UserError(f"unknown backbone {name!r}; choose one of {', '.join(sorted(BACKBONES))}")
 
 
+def _check_device(device):
+    """A device that does not exist is a bad argument (exit 2), found before any work."""
+    from ._torch import resolve_device
+
+    try:
+        resolve_device(device)
+    except ValueError as exc:
+        raise UserError(f"--device: {exc}") from None
+
+
 def _cluster_params(args):
     from .pipeline import make_blind_pipeline
 
@@ -315,6 +325,7 @@ def _fit_run(args, output, data, items, names, title, extra):
     from .run import cluster_images
 
     _check_backbone(args.backbone)
+    _check_device(args.device)
     n = len(items)
     if n < 2:
         raise UserError(f"found {_plural(n, 'image')}; clustering needs at least 2")
@@ -426,6 +437,7 @@ def run_predict(args) -> int:
         if "verbose" in step.get_params():
             step.set_params(verbose=not args.quiet)
     if args.device != "cpu":
+        _check_device(args.device)
         from .model_io import move_model
 
         move_model(model, args.device)

@@ -714,7 +714,7 @@ CLI_ERRORS = {
         1,
         "The 'n_steps' parameter of BlindAnomalyLocalizer must be an int in the range [0, inf)",
     ),
-    "bad-device": (["cluster", "few", "--device", "nodev"], 1, "Invalid device 'nodev'"),
+    "bad-device": (["cluster", "few", "--device", "nodev"], 2, "--device: Invalid device 'nodev'"),
     "image-size-zero": (["cluster", "few", "--image-size", "0"], 2, "positive integer, got '0'"),
     "sample-size-one": (
         ["cluster", "few", "--sample-size", "1"],
