@@ -193,3 +193,15 @@ def test_without_gate_and_appearance_descriptors_are_the_pooled_embeddings(local
     weights = gated.gate_.weights(scores)
     expected = b / np.linalg.norm(b, axis=1, keepdims=True) * weights[:, None]
     np.testing.assert_allclose(a, expected, rtol=1e-4, atol=1e-6)
+
+
+def test_old_module_names_still_work_with_a_warning():
+    from skanomclust import ContrastiveRefiner, refinement
+    from skanomclust.nn import backbones, features
+
+    with pytest.warns(FutureWarning, match="renamed skanomclust.contrastive"):
+        assert refinement.ContrastiveRefiner is ContrastiveRefiner
+    with pytest.warns(FutureWarning, match="renamed skanomclust.nn.features"):
+        assert backbones.load_backbone is features.load_backbone
+    with pytest.raises(AttributeError):
+        refinement.NoSuchName  # noqa: B018
