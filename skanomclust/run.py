@@ -68,29 +68,37 @@ def assign_chunk(model, images):
         ``image_scores``, ``descriptors`` and ``seconds`` per step.
     """
     seconds = {}
-    start = time.perf_counter()
-    data = model.steps[0][1].transform(images)
-    seconds["features"] = time.perf_counter() - start
-    for name, step in model.steps[1:-1]:
+    result = _run_steps(model, images, seconds, fit=False)
+    result.seconds = seconds
+    return result
+
+
+def _run_steps(model, images, seconds, *, fit):
+    """Every step of the pipeline on ``images`` (``fit_transform`` when fitting, else
+    ``transform``; exactly as ``Pipeline.fit`` / ``predict``), timing each step into
+    ``seconds``; the maps are read from the localizer's output on the way."""
+
+    def timed(key, call, data):
         start = time.perf_counter()
-        data = step.transform(data)
-        seconds["localizer" if name == "localizer" else "descriptors"] = (
-            time.perf_counter() - start
-        )
+        out = call(data)
+        seconds[key] = time.perf_counter() - start
+        return out
+
+    data = images
+    for name, step in model.steps[:-1]:
+        key = {"features": "features", "localizer": "localizer"}.get(name, "descriptors")
+        data = timed(key, step.fit_transform if fit else step.transform, data)
         if name == "localizer":
             maps = np.asarray(split_localizer_output(data)[1], dtype=np.float32)
-    start = time.perf_counter()
     final = model.steps[-1][1]
-    labels = final.predict(data)
-    if getattr(final, "classes_", None) is not None:  # a classifier of reviewed names
-        labels = np.searchsorted(final.classes_, labels)
-    seconds["clustering"] = time.perf_counter() - start
+    labels = timed("clustering", final.fit_predict if fit else final.predict, data)
+    if not fit and getattr(final, "classes_", None) is not None:
+        labels = np.searchsorted(final.classes_, labels)  # a classifier of reviewed names
     return Bunch(
         labels=labels,
         anomaly_maps=maps,
         image_scores=image_scores(maps),
         descriptors=np.asarray(data, dtype=np.float32),
-        seconds=seconds,
     )
 
 
@@ -111,27 +119,7 @@ def _sample_indices(n, sample_size, seeds):
 
 def _fit(model, images, timings):
     """Fit the pipeline step by step (exactly as ``Pipeline.fit``), timing each step."""
-    start = time.perf_counter()
-    data = model.steps[0][1].fit_transform(images)
-    timings["features"] = time.perf_counter() - start
-    for name, step in model.steps[1:-1]:
-        start = time.perf_counter()
-        data = step.fit_transform(data)
-        timings["localizer" if name == "localizer" else "descriptors"] = (
-            time.perf_counter() - start
-        )
-        if name == "localizer":
-            maps = np.asarray(split_localizer_output(data)[1], dtype=np.float32)
-    start = time.perf_counter()
-    clustering = model.steps[-1][1]
-    labels = clustering.fit_predict(data)
-    timings["clustering"] = time.perf_counter() - start
-    return Bunch(
-        labels=labels,
-        anomaly_maps=maps,
-        image_scores=image_scores(maps),
-        descriptors=np.asarray(data, dtype=np.float32),
-    )
+    return _run_steps(model, images, timings, fit=True)
 
 
 def cluster_images(
