@@ -16,7 +16,7 @@ from ._torch import TorchModulesMixin, release_freed_memory
 from ._utils import MapsOutputMixin, progress_bar
 from .contract import append_anomaly_maps, image_scores, restore_layout, validate_feature_maps
 from .nn.localization import fca_input, localize_batch, position_baseline, principal_channels
-from .nn.vae import train_pixel_vae
+from .nn.vae_training import train_pixel_vae
 
 __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
 

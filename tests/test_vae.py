@@ -1,6 +1,7 @@
 """Tests of the per-pixel VAE (skanomclust.nn.vae)."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -284,3 +285,37 @@ def test_training_on_a_device(generator, device):
     dev_init = PixelVAE(4, **SMALL, generator=torch.Generator().manual_seed(0)).to(device)
     for a, b in zip(cpu_init.parameters(), dev_init.parameters(), strict=True):
         assert torch.equal(a, b.cpu())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_graph_training_matches_step_by_step_training(generator):
+    # Features on the GPU take the captured-graph path; on the host, the same
+    # steps run one op at a time with the same draws (a device generator
+    # seeded from the same CPU generator), so the weights must agree.
+    features = torch.rand(6, 8, 7, 7, generator=generator)
+    settings = {"n_steps": 40, "pixels_per_step": 64, "device": "cuda"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a failed capture warns
+        graphed, graphed_history = train(features.cuda(), seed=1, **settings)
+        again, _ = train(features.cuda(), seed=1, **settings)
+    eager, eager_history = train(features, seed=1, **settings)
+    for a, b, c in zip(graphed.parameters(), again.parameters(), eager.parameters(), strict=True):
+        assert torch.equal(a, b)
+        torch.testing.assert_close(a, c, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(graphed_history, eager_history, atol=1e-5, rtol=1e-4)
+    assert graphed_history[-1] < graphed_history[0]
+
+
+def test_training_module_is_importable_from_its_old_place():
+    from skanomclust.nn.vae import train_pixel_vae as old_place
+
+    assert old_place is train_pixel_vae
+
+
+def test_forward_with_given_noise_equals_forward_drawing_it(generator):
+    vae = PixelVAE(5, **SMALL, generator=generator)
+    x = torch.rand(9, 5, generator=generator)
+    drawn = vae(x, generator=torch.Generator().manual_seed(4))
+    noise = torch.randn(9, SMALL["latent_channels"], generator=torch.Generator().manual_seed(4))
+    for a, b in zip(drawn, vae(x, noise=noise), strict=True):
+        assert torch.equal(a, b)

@@ -5,7 +5,8 @@ One module per step, named as the estimator that drives it:
 - :mod:`~skanomclust.nn.features`: pretrained backbones cut at intermediate layers (step 1),
   their weights from :mod:`~skanomclust.nn.weights` (offline packages, torchvision, a
   file, or a seeded random initialisation);
-- :mod:`~skanomclust.nn.vae`: the per-pixel VAE, its training and residuals (step 2);
+- :mod:`~skanomclust.nn.vae`: the per-pixel VAE and its residuals (step 2), trained by
+  :mod:`~skanomclust.nn.vae_training`;
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3);
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
   (projection, post-processing, position baseline, the maps of a batch);
@@ -27,10 +28,10 @@ from .vae import (
     PixelVAE,
     minmax_scale,
     minmax_scale_stats,
-    train_pixel_vae,
     vae_loss,
     vae_residuals,
 )
+from .vae_training import train_pixel_vae
 
 __all__ = [
     "PixelVAE",

@@ -33,9 +33,10 @@ __all__ = ["fca_reference", "feature_correspondence_analysis"]
 # Working-set target of one chunk in feature_correspondence_analysis. On a
 # 2-core CPU, 64-128 MB ran faster than 16 MB (more Python overhead per
 # channel) and 256 MB (worse cache use); on a GPU the number of kernel
-# launches dominates, so chunks are larger there.
+# launches dominates, so chunks are larger there (on an H200, MTD-sized maps
+# ran 2-3x faster with 1 GB than with 256 MB, and no faster with 4 GB).
 _CHUNK_BYTES = {"cpu": 64 * 2**20}
-_CHUNK_BYTES_ACCELERATOR = 256 * 2**20
+_CHUNK_BYTES_ACCELERATOR = 2**30
 
 
 def _check_maps(features: torch.Tensor, name: str = "features") -> None:
@@ -294,7 +295,7 @@ def feature_correspondence_analysis(
         Channels processed at once (their difference sums are accumulated);
         when it is at least ``2 * C``, ``channel_chunk // C`` whole images are
         processed together (cheaper for small maps). None picks it to keep the
-        working set near 128 MB on the CPU, 256 MB on other devices. Does
+        working set near 64 MB on the CPU, 1 GB on other devices. Does
         not change the result beyond float rounding.
 
     Returns

@@ -1,5 +1,7 @@
 """The per-pixel variational auto-encoder that models normal features (step 2).
 
+Its training loop is in :mod:`~skanomclust.nn.vae_training`.
+
 A VAE on single feature vectors (the paper's network is all 1x1 convolutions,
 which is an MLP applied to every pixel), trained on the pixels of all input
 images, normal and anomalous together: defects are rare and small, so it
@@ -14,7 +16,6 @@ touched. Pure torch.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from numbers import Integral
 
 import torch
@@ -27,7 +28,6 @@ __all__ = [
     "PixelVAE",
     "minmax_scale",
     "minmax_scale_stats",
-    "train_pixel_vae",
     "vae_loss",
     "vae_residuals",
 ]
@@ -141,7 +141,10 @@ class PixelVAE(nn.Module):
         return self.decoder(z)
 
     def forward(
-        self, x: torch.Tensor, generator: torch.Generator | None = None
+        self,
+        x: torch.Tensor,
+        generator: torch.Generator | None = None,
+        noise: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reconstruct ``x`` through a sampled latent (reparameterisation).
 
@@ -153,6 +156,10 @@ class PixelVAE(nn.Module):
             Source of the latent noise; it may live on another device than
             ``x`` (noise is drawn there and moved). None uses torch's global
             RNG.
+        noise : torch.Tensor of shape (N, latent), default=None
+            Standard normal noise drawn beforehand (``generator`` is then not
+            used): the training loop draws it into a fixed buffer, which a
+            captured CUDA graph can read.
 
         Returns
         -------
@@ -161,7 +168,9 @@ class PixelVAE(nn.Module):
         log_sigma : torch.Tensor of shape (N, latent)
         """
         mu, log_sigma = self.encode(x)
-        if generator is None:
+        if noise is not None:
+            noise = noise.to(mu.device)
+        elif generator is None:
             noise = torch.randn_like(mu)
         else:
             noise = torch.randn(
@@ -270,114 +279,6 @@ def minmax_scale(features: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor)
     return (features - mins) / (maxs - mins + _SCALE_EPS)
 
 
-def train_pixel_vae(
-    features: torch.Tensor,
-    *,
-    n_steps: int,
-    pixels_per_step: int,
-    lr: float = 1e-4,
-    weight_decay: float = 0.1,
-    kl_weight: float = 1e-3,
-    hidden_channels: int = 512,
-    latent_channels: int = 128,
-    generator: torch.Generator,
-    device="cpu",
-    progress: Callable[[int], object] | None = None,
-) -> tuple[PixelVAE, list[float]]:
-    """Train a :class:`PixelVAE` on random pixels of all images.
-
-    The per image and channel min-max statistics are computed once. Each step
-    then draws ``pixels_per_step`` positions (image, row, column) uniformly with
-    ``generator``, gathers those feature vectors (the feature tensor itself is
-    never copied or moved), scales them with their image's statistics, moves
-    them to ``device`` and takes one AdamW step on :func:`vae_loss`.
-
-    The authors instead iterate over batches of 8 whole maps for
-    ``ceil(10000 / n_images)`` epochs: about 10000 map passes, i.e. 1250
-    steps of 8 x 4096 pixels at 512 x 512 input. Sampling pixels lets the
-    schedule be chosen independently of the image count and size.
-
-    Parameters
-    ----------
-    features : torch.Tensor of shape (n, C, h, w)
-        Unscaled feature maps (normally float32, on the CPU).
-    n_steps : int
-        Optimiser steps.
-    pixels_per_step : int
-        Pixel vectors per step.
-    lr, weight_decay : float, default=1e-4, 0.1
-        AdamW settings (the authors').
-    kl_weight : float, default=1e-3
-        See :func:`vae_loss`.
-    hidden_channels, latent_channels : int, default=512, 128
-        See :class:`PixelVAE`.
-    generator : torch.Generator
-        The only source of randomness (initial weights, pixel positions, latent
-        noise). The same seed gives bitwise identical weights (on the same
-        device and thread settings); the global RNG is not used.
-    device : str or torch.device, default="cpu"
-        Where the network is trained.
-    progress : callable or tqdm-like, default=None
-        Called as ``progress(step)`` after every step, or, if it has an
-        ``update`` method (a tqdm bar), ``progress.update(1)``.
-
-    Returns
-    -------
-    module : PixelVAE
-        The trained network, in eval mode, on ``device``.
-    history : list of float
-        The loss of every step.
-
-    Examples
-    --------
-    >>> import torch
-    >>> from skanomclust.nn import train_pixel_vae
-    >>> g = torch.Generator().manual_seed(0)
-    >>> features = torch.rand(3, 8, 6, 6, generator=g)
-    >>> vae, history = train_pixel_vae(
-    ...     features, n_steps=5, pixels_per_step=16, hidden_channels=16,
-    ...     latent_channels=4, generator=g)
-    >>> len(history), vae.training
-    (5, False)
-    """
-    if features.ndim != 4 or features.numel() == 0:
-        raise ValueError(f"features must be non-empty (n, C, h, w), got {tuple(features.shape)}")
-    for name, value, low in [("n_steps", n_steps, 0), ("pixels_per_step", pixels_per_step, 1)]:
-        if not isinstance(value, Integral) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    device = torch.device(device)
-    n, channels, h, w = features.shape
-    mins, maxs = (stat.float() for stat in minmax_scale_stats(features))
-    module = PixelVAE(channels, hidden_channels, latent_channels, generator=generator)
-    module.to(device).train()
-    optimizer = torch.optim.AdamW(module.parameters(), lr=lr, weight_decay=weight_decay)
-    # Losses are copied into one preallocated tensor: no device sync per step,
-    # and no reference kept to each step's loss (keeping the detached losses
-    # held memory that grew with every step: on MTD's float16 features the
-    # training peaked 622 MB above its start over 2000 steps, 202 MB without).
-    history = torch.empty(n_steps, dtype=torch.float32, device=device)
-    for step in range(n_steps):
-        index = [
-            torch.randint(size, (pixels_per_step,), generator=generator, device=generator.device)
-            for size in (n, h, w)
-        ]
-        image, row, col = (i.to(features.device) for i in index)
-        vectors = features[image, :, row, col].float()  # (pixels_per_step, C)
-        vectors = minmax_scale(vectors, mins[image], maxs[image]).to(device)
-        reconstruction, mu, log_sigma = module(vectors, generator=generator)
-        loss = vae_loss(vectors, reconstruction, mu, log_sigma, kl_weight)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        history[step] = loss.detach()
-        if hasattr(progress, "update"):
-            progress.update(1)
-        elif progress is not None:
-            progress(step)
-    module.eval()
-    return module, history.tolist()
-
-
 def vae_residuals(
     module: PixelVAE,
     features: torch.Tensor,
@@ -425,3 +326,14 @@ def vae_residuals(
             mean = module.reconstruct_mean(vectors).reshape(stop - start, h, w, channels)
             residuals[start:stop] = (scaled - mean.permute(0, 3, 1, 2)).to(features.device)
     return residuals
+
+
+def __getattr__(name):
+    # ``train_pixel_vae`` lived here before 0.2.1; importing it lazily keeps
+    # ``from skanomclust.nn.vae import train_pixel_vae`` working without an
+    # import cycle (the training module builds on this one).
+    if name == "train_pixel_vae":
+        from .vae_training import train_pixel_vae
+
+        return train_pixel_vae
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
