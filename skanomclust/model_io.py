@@ -9,6 +9,7 @@ the command line says so every time it loads one.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -65,13 +66,22 @@ def load_model(path):
     if path.stat().st_size == 0:
         raise _not_a_model(path, "the file is empty")
     try:
-        model = joblib.load(path)
+        # Every step of a model fitted on a missing device warns as it is
+        # unpickled; the same message is said once for the whole model.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model = joblib.load(path)
     except Exception as exc:  # a foreign or corrupt file raises anything at all
         detail = " ".join(str(exc).split())[:120]
         raise _not_a_model(
             path,
             f"it cannot be read as one: {type(exc).__name__}" + (f": {detail}" if detail else ""),
         ) from None
+    said = set()
+    for record in caught:
+        if (str(record.message), record.category) not in said:
+            said.add((str(record.message), record.category))
+            warnings.warn(record.message, record.category, stacklevel=2)
     names = [name for name, _ in getattr(model, "steps", [])]
     if (
         not isinstance(model, Pipeline)

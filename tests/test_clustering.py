@@ -47,6 +47,26 @@ def test_predict_on_training_data_returns_fitted_labels():
     np.testing.assert_array_equal(model.predict(X), model.labels_)
 
 
+def test_predict_tolerates_rounding_of_training_samples():
+    # The same images' descriptors computed elsewhere (another device) differ by
+    # rounding: they still get their fitted labels, not the centroid rule's.
+    X, _ = _blobs(0, spread=4.0)
+    model = WardClustering(n_clusters=4).fit(X)
+    spacing = np.sort(np.linalg.norm(X[:, None] - X[None], axis=-1), axis=1)[:, 1]
+    direction = np.random.default_rng(1).normal(size=X.shape)
+    direction /= np.linalg.norm(direction, axis=1, keepdims=True)
+    rounded = X + 0.05 * spacing[:, None] * direction
+    np.testing.assert_array_equal(model.predict(rounded), model.labels_)
+    # Moved by half the spacing, a sample is a new one: the centroid rule decides.
+    moved = X + 0.5 * spacing[:, None] * direction
+    centroid_rule = np.argmin(((moved[:, None] - model.cluster_centers_[None]) ** 2).sum(-1), 1)
+    np.testing.assert_array_equal(model.predict(moved), centroid_rule)
+    # A model saved before the tolerance existed looks up exact copies only.
+    del model._fit_spacing
+    np.testing.assert_array_equal(model.predict(X), model.labels_)
+    assert (model.predict(rounded) != model.labels_).any()
+
+
 def test_predict_new_samples_nearest_centroid():
     X, _ = _blobs(0)
     model = WardClustering(n_clusters=4).fit(X)

@@ -406,3 +406,21 @@ def test_malloc_trim_is_found_exactly_on_glibc():
 
     on_glibc = platform.libc_ver()[0] == "glibc"
     assert (_torch._malloc_trim() is not None) == on_glibc
+
+
+def test_loading_a_gpu_model_without_the_gpu_warns_once(
+    make_tiny_pipeline, tiny_textures, tmp_path, monkeypatch
+):
+    from skanomclust.model_io import load_model
+
+    model = make_tiny_pipeline(3).fit(tiny_textures.images)
+    for _, step in model.steps:
+        if hasattr(step, "device_"):
+            step.device, step.device_ = "cuda", torch.device("cuda")
+    joblib.dump(model, tmp_path / "model.joblib")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")  # every step warns; load_model says it once
+        loaded = load_model(tmp_path / "model.joblib")
+    assert [str(w.message)[:40] for w in caught] == ["This model was fitted with device='cuda'"]
+    np.testing.assert_array_equal(loaded.predict(tiny_textures.images), model[-1].labels_)
