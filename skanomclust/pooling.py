@@ -29,7 +29,8 @@ from ._torch import TorchModulesMixin
 from .contract import image_scores, split_localizer_output, validate_feature_maps
 from .gate import NormalityGate
 from .nn.gate import apply_gate
-from .nn.pooling import anomaly_weighted_pooling, spread_weighted_pooling
+from .nn.ops import gaussian_blur
+from .nn.pooling import BLUR_KERNEL, anomaly_weighted_pooling, spread_weighted_pooling
 
 __all__ = ["AnomalyWeightedPooling", "DescriptorAssembly"]
 
@@ -53,9 +54,12 @@ class DescriptorAssembly:
         "gate_width": [Interval(Real, 0, None, closed="left")],
     }
 
-    def _appearance_view(self, features: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+    def _appearance_view(
+        self, features: torch.Tensor, maps: torch.Tensor, blur_sigma=None
+    ) -> torch.Tensor:
+        blur_sigma = self.blur_sigma if blur_sigma is None else blur_sigma
         return spread_weighted_pooling(
-            features, maps, spread=self.appearance_spread, blur_sigma=self.blur_sigma
+            features, maps, spread=self.appearance_spread, blur_sigma=blur_sigma
         )
 
     def _fit_assembly(self, appearance, scores, seeds: Seeds) -> None:
@@ -265,17 +269,20 @@ class AnomalyWeightedPooling(
                 chunk = torch.from_numpy(data[start : start + self.batch_size])
                 chunk = chunk.to(self.device_).float()
                 features, maps = split_localizer_output(chunk)
+                # Both views pool the same blurred features: blurred once here.
+                if self.blur_sigma > 0:
+                    features = gaussian_blur(features, BLUR_KERNEL, self.blur_sigma)
                 local.append(
                     anomaly_weighted_pooling(
                         features,
                         maps,
                         tau=self.tau,
-                        blur_sigma=self.blur_sigma,
+                        blur_sigma=0,
                         subtract_mean=self.subtract_mean,
                     ).cpu()
                 )
                 if self.appearance_weight > 0:
-                    appearance.append(self._appearance_view(features, maps).cpu())
+                    appearance.append(self._appearance_view(features, maps, blur_sigma=0).cpu())
                 scores.append(image_scores(maps).cpu())
         appearance = torch.cat(appearance) if appearance else torch.empty(len(data), 0)
         return torch.cat(local), appearance, torch.cat(scores).numpy()

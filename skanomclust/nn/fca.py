@@ -205,6 +205,13 @@ def _rank_differences(
         window_sums.append(row)
 
     differences = padded.new_empty((groups, patch_size, patch_size, h * w))
+    # reference[c, rank] read as flat[c * area + rank]: int32 indices built in
+    # one add from the small counts (gather would need an int64 copy of them).
+    area = patch_size * patch_size
+    flat_reference = reference.reshape(-1)
+    channel_offsets = torch.arange(
+        0, channels * area, area, dtype=torch.int32, device=padded.device
+    ).view(channels, 1, 1)
     for ax in range(patch_size):
         running = window_sums[0][ax].clone()
         for dy in range(1, patch_size):
@@ -216,11 +223,10 @@ def _rank_differences(
             # The box of offsets starting at (ay, ax) is the neighbourhood seen
             # from position (ky, kx); that position holds pixel p + (ky, kx).
             ky, kx = span - ay, span - ax
-            ranks = running[:, ky : ky + h, kx : kx + w].long().reshape(channels, -1)
-            matched = torch.gather(reference, 1, ranks)
-            values = padded[:, ky : ky + h, kx : kx + w].reshape(channels, -1)
-            gaps = (values - matched).abs_().view(groups, channels // groups, h * w)
-            differences[:, ky, kx] = gaps.sum(dim=1)
+            index = running[:, ky : ky + h, kx : kx + w] + channel_offsets
+            matched = flat_reference.index_select(0, index.view(-1)).view(channels, h, w)
+            gaps = (padded[:, ky : ky + h, kx : kx + w] - matched).abs_()
+            differences[:, ky, kx] = gaps.view(groups, channels // groups, h * w).sum(dim=1)
     return differences.view(groups, patch_size * patch_size, h * w)
 
 

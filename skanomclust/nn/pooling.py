@@ -24,7 +24,10 @@ import torch
 
 from .ops import gaussian_blur
 
-__all__ = ["anomaly_weighted_pooling", "spread_weighted_pooling"]
+__all__ = ["BLUR_KERNEL", "anomaly_weighted_pooling", "spread_weighted_pooling"]
+
+# Side of the Gaussian blur applied to the features before pooling (both views).
+BLUR_KERNEL = 7
 
 
 def _check(features: torch.Tensor, anomaly_maps: torch.Tensor) -> None:
@@ -45,7 +48,7 @@ def anomaly_weighted_pooling(
     anomaly_maps: torch.Tensor,
     *,
     tau: float = 0.002,
-    blur_kernel: int = 7,
+    blur_kernel: int = BLUR_KERNEL,
     blur_sigma: float = 2.0,
     subtract_mean: bool = True,
 ) -> torch.Tensor:
@@ -83,7 +86,7 @@ def spread_weighted_pooling(
     anomaly_maps: torch.Tensor,
     *,
     spread: float = 1.0,
-    blur_kernel: int = 7,
+    blur_kernel: int = BLUR_KERNEL,
     blur_sigma: float = 2.0,
 ) -> torch.Tensor:
     """Pool each feature map with a temperature that follows its anomaly map's spread.
