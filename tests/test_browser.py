@@ -72,6 +72,10 @@ def test_review_in_the_browser_and_apply_it(browser, run_folder, tmp_path):
     select(page, moved)
     page.click("#move-button")
     page.click('#move-menu button[data-to="1"]')
+    page.click(f"#img-{moved} .pic")  # enlarged, a moved image says where it came from
+    assert "moved by you from crack" in page.text_content("#lightbox-meta")
+    assert "% sure" not in page.text_content("#lightbox-meta")
+    page.keyboard.press("Escape")
     no_defect = next(i for i, c in enumerate(cluster) if c in ("1", "2"))
     select(page, no_defect)
     page.keyboard.press("n")  # the key for "no defect"

@@ -256,7 +256,10 @@ function showLightbox() {
   $("lightbox-heat").alt = `anomaly map of ${IM.path[i]}`;
   $("lightbox-title").textContent = IM.path[i];
   const cls = IM.class ? ` · class ${D.classes.names[IM.class[i]]}` : "";
-  $("lightbox-meta").textContent = `${S.names[S.of[i]]} · anomaly score ${fmt(IM.score[i])} · ${Math.round(100 * IM.confidence[i])}% sure${cls} · image ${LB.at + 1} of ${LB.list.length}`;
+  const origin = String(IM.cluster[i]);
+  // The confidence is about the fitted cluster: a moved image says where it came from instead.
+  const sure = S.of[i] !== origin ? `moved by you from ${S.names[origin]}` : `${Math.round(100 * IM.confidence[i])}% sure`;
+  $("lightbox-meta").textContent = `${S.names[S.of[i]]} · anomaly score ${fmt(IM.score[i])} · ${sure}${cls} · image ${LB.at + 1} of ${LB.list.length}`;
 }
 function stepLightbox(delta) {
   LB.at = (LB.at + delta + LB.list.length) % LB.list.length;
