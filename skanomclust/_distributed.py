@@ -33,7 +33,7 @@ def map_chunks(client, model, chunks):
             "Running on a Dask cluster needs dask.distributed: "
             "pip install 'skanomclust[distributed]'"
         ) from exc
-    from .run import assign_chunk
+    from ._streaming import assign_chunk
 
     run = uuid.uuid4().hex[:8]
     shipped = client.scatter(model, broadcast=True)
