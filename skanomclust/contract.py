@@ -4,7 +4,7 @@ A fitted pipeline passes plain numpy arrays from step to step, so that
 scikit-learn's ``Pipeline``, ``clone``, ``GridSearchCV`` and estimator checks
 work unchanged:
 
-1. images (see :mod:`skanomclust._images`) go into
+1. images (see :mod:`skanomclust._image_decoding`) go into
    :class:`~skanomclust.TextureFeatureExtractor`, which returns **feature maps**
    ``(n, C, h, w)`` (float32, or float16 to halve their memory);
 2. :class:`~skanomclust.BlindAnomalyLocalizer` returns the **localizer output**

@@ -20,7 +20,8 @@ import pytest
 from PIL import Image
 
 from skanomclust import TextureFeatureExtractor, WardClustering, make_blind_pipeline
-from skanomclust._images import ImageReadError, check_images, decode_image, read_header
+from skanomclust._image_decoding import ImageReadError, decode_image, read_header
+from skanomclust._images import check_images
 from skanomclust.cli import main
 from skanomclust.datasets import load_texture_folder
 from skanomclust.run import cluster_images
@@ -166,15 +167,15 @@ def test_bad_file_stops_or_is_skipped_and_listed(name, tmp_path):
 def test_cut_jpeg_is_found_from_its_missing_end_marker_without_decoding_good_ones(
     tmp_path, monkeypatch
 ):
-    import skanomclust._images as images_module
+    import skanomclust._image_decoding as decoding_module
 
     whole, cut = tmp_path / "whole.jpg", tmp_path / "cut.jpg"
     Image.fromarray(RGB).save(whole, quality=90)
     _truncated_jpeg(cut)
     decoded = []
-    original = images_module.decode_image
+    original = decoding_module.decode_image
     monkeypatch.setattr(
-        images_module, "decode_image", lambda p, n=None: decoded.append(p) or original(p, n)
+        decoding_module, "decode_image", lambda p, n=None: decoded.append(p) or original(p, n)
     )
     assert read_header(whole, verify=True) == (12, 16)
     with pytest.raises(ImageReadError, match="image file is truncated"):

@@ -1,4 +1,4 @@
-"""The data contract for image inputs: skanomclust._images.decode_image and check_images."""
+"""The data contract for image inputs: skanomclust._image_decoding and _images.check_images."""
 
 import warnings
 
@@ -7,7 +7,8 @@ import pytest
 import torch
 from PIL import ExifTags, Image
 
-from skanomclust._images import ImageReadError, check_images, decode_image, read_header
+from skanomclust._image_decoding import ImageReadError, decode_image, read_header
+from skanomclust._images import check_images
 from skanomclust.datasets import load_texture_folder
 
 RNG = np.random.default_rng(0)

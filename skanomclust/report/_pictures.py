@@ -1,6 +1,6 @@
 """The report's pictures: thumbnails with the anomaly region outlined, heat maps, originals.
 
-Every image is decoded by :func:`skanomclust._images.decode_image` (the package's one
+Every image is decoded by :func:`skanomclust._image_decoding.decode_image` (the package's one
 decoder, so a thumbnail shows what the method saw: EXIF orientation applied, 16-bit
 data scaled the same way). Per image three JPEG pictures are made:
 
@@ -163,7 +163,7 @@ def render(item, amap, threshold, vmin, vmax, name):
         file, which is linked instead), ``width`` and ``height`` of the thumbnail,
         and ``size``, the image's own (width, height).
     """
-    from .._images import decode_image  # imports torch: only when pictures are drawn
+    from .._image_decoding import decode_image
 
     image = to_rgb8(decode_image(item, name))
     shape = thumbnail_shape(*image.shape[:2])
