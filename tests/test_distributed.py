@@ -9,46 +9,22 @@ from PIL import Image
 
 distributed = pytest.importorskip("dask.distributed")
 
+from run_helpers import RUN_PARAMS, assert_close, run_images  # noqa: E402
+
 from skanomclust.cli import main  # noqa: E402
-from skanomclust.datasets import make_synthetic_textures  # noqa: E402
 from skanomclust.run import assign_images, cluster_images  # noqa: E402
 
 # one torch thread, as each Dask worker here: fast on a busy machine (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-PARAMS = {
-    "localizer__n_steps": 5,
-    "localizer__pixels_per_step": 256,
-    "localizer__hidden_channels": 16,
-    "localizer__latent_channels": 4,
-    "localizer__fca_components": 8,
-    "localizer__patch_size": 3,
-}
 SETTINGS = dict(
-    weights=None, image_size=32, params=PARAMS, sample_size=8, chunk_size=4, random_state=0
+    weights=None, image_size=32, params=RUN_PARAMS, sample_size=8, chunk_size=4, random_state=0
 )
-
-
-def assert_close(actual, desired):
-    """Equal up to float16 storage of the features (a rounding step at the largest values).
-
-    The backbone's float32 output differs in the last bits with the batch and the
-    number of threads; the float16 features it is stored as can then round one step apart.
-    """
-    actual, desired = np.asarray(actual), np.asarray(desired)
-    np.testing.assert_allclose(actual, desired, rtol=2e-3, atol=2e-3 * np.abs(desired).max())
 
 
 @pytest.fixture(scope="module")
 def images():
-    data = make_synthetic_textures(
-        n_normal=10,
-        n_per_defect=5,
-        defect_types=("hole", "scratch"),
-        image_size=32,
-        random_state=0,
-    )
-    return data.images  # 20 images: 8 fitted, 12 assigned in 3+ chunks
+    return run_images(n_normal=10, n_per_defect=5)  # 20: 8 fitted, 12 assigned in 3+ chunks
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +92,7 @@ def test_command_line_with_a_scheduler_address(images, single, client, tmp_path,
     args = ["cluster", str(folder), "-o", str(out), "-k", "3", "--quiet"]
     args += ["--weights", "none", "--image-size", "32", "--sample-size", "8"]
     args += ["--chunk-size", "4", "--scheduler", client.scheduler.address]
-    for name, value in PARAMS.items():
+    for name, value in RUN_PARAMS.items():
         args += ["--param", f"{name}={value}"]
     with distributed.get_task_stream(client) as stream:
         assert main(args) == 0, capsys.readouterr().err

@@ -5,52 +5,45 @@ import copy
 import joblib
 import numpy as np
 import pytest
+from run_helpers import RUN_PARAMS, assert_close, run_images
 
 from skanomclust import TextureFeatureExtractor
+from skanomclust import _streaming as streaming_module
 from skanomclust import run as run_module
-from skanomclust.datasets import make_synthetic_textures
 from skanomclust.run import assign_images, cluster_images
 
 # one torch thread: fast on a busy machine (tests/conftest.py)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Tiny but complete: random-weights backbone, 32 px images, a few VAE steps.
-PARAMS = {
-    "localizer__n_steps": 5,
-    "localizer__pixels_per_step": 256,
-    "localizer__hidden_channels": 16,
-    "localizer__latent_channels": 4,
-    "localizer__fca_components": 8,
-    "localizer__patch_size": 3,
-}
-SETTINGS = dict(weights=None, image_size=32, params=PARAMS)
+SETTINGS = dict(weights=None, image_size=32, params=RUN_PARAMS)
 N_SAMPLE, CHUNK = 10, 3
-
-
-def assert_close(actual, desired):
-    """Equal up to float16 storage of the features (a rounding step at the largest values).
-
-    The backbone's float32 output differs in the last bits with the batch and the
-    number of threads; the float16 features it is stored as can then round one step apart.
-    """
-    actual, desired = np.asarray(actual), np.asarray(desired)
-    np.testing.assert_allclose(actual, desired, rtol=2e-3, atol=2e-3 * np.abs(desired).max())
 
 
 @pytest.fixture(scope="module")
 def images():
-    data = make_synthetic_textures(
-        n_normal=12,
-        n_per_defect=6,
-        defect_types=("hole", "scratch"),
-        image_size=32,
-        random_state=0,
-    )
-    return data.images  # 24 images
+    return run_images(n_normal=12, n_per_defect=6)  # 24 images
 
 
 def _run(images, **kwargs):
     return cluster_images(images, 3, **{**SETTINGS, "random_state": 0, **kwargs})
+
+
+def _stop_at_second_chunk():
+    """An ``on_chunk`` that interrupts the run as its second chunk is passed on."""
+    emitted = []
+
+    def interrupt(indices, chunk):
+        emitted.append(indices)
+        if len(emitted) == 2:
+            raise KeyboardInterrupt
+
+    return interrupt
+
+
+def _chunk_times(work):
+    """``{file name: modification time}`` of the chunks finished in a work folder."""
+    return {p.name: p.stat().st_mtime_ns for p in (work / "chunks").glob("*.npz")}
 
 
 @pytest.fixture(scope="module")
@@ -143,22 +136,21 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(
 ):
     reference, _, _ = sampled
     work = tmp_path / "work"
-    emitted = []
-
-    def interrupt(indices, chunk):
-        emitted.append(indices)
-        if len(emitted) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        _run(images, sample_size=N_SAMPLE, chunk_size=CHUNK, work_dir=work, on_chunk=interrupt)
+        _run(
+            images,
+            sample_size=N_SAMPLE,
+            chunk_size=CHUNK,
+            work_dir=work,
+            on_chunk=_stop_at_second_chunk(),
+        )
     assert (work / "fit.npz").exists() and (work / "model.joblib").exists()
-    done = {p.name: p.stat().st_mtime_ns for p in (work / "chunks").glob("*.npz")}
+    done = _chunk_times(work)
     assert done, "no chunk was finished before the interruption"
     assert not list(work.rglob(".*.tmp"))  # only complete files
 
     computed, fitted = [], []
-    original_assign, original_fit = run_module.assign_chunk, run_module._fit
+    original_assign, original_fit = streaming_module.assign_chunk, run_module._fit
 
     def count_assign(model, chunk_images):
         computed.append(len(chunk_images))
@@ -168,7 +160,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(
         fitted.append(1)
         return original_fit(*args)
 
-    monkeypatch.setattr(run_module, "assign_chunk", count_assign)
+    monkeypatch.setattr(streaming_module, "assign_chunk", count_assign)
     monkeypatch.setattr(run_module, "_fit", count_fit)
     chunks = []
     resumed = _run(
@@ -183,7 +175,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(
     to_assign = sum(1 for s in range(0, len(images), CHUNK) if not in_sample[s : s + CHUNK].all())
     assert 0 < len(done) < to_assign  # interrupted part-way
     assert len(computed) == to_assign - len(done)
-    after = {p.name: p.stat().st_mtime_ns for p in (work / "chunks").glob("*.npz")}
+    after = _chunk_times(work)
     assert {name: after[name] for name in done} == done  # finished chunks untouched
     assert len(after) == to_assign
     np.testing.assert_array_equal(np.concatenate(chunks), np.arange(len(images)))
@@ -196,7 +188,7 @@ def test_interrupted_run_resumes_without_redoing_finished_chunks(
         _run(images, sample_size=N_SAMPLE, chunk_size=CHUNK, work_dir=work, random_state=1)
     with pytest.raises(ValueError, match="other images or settings"):
         _run(images[::-1], sample_size=N_SAMPLE, chunk_size=CHUNK, work_dir=work)
-    assert {p.name: p.stat().st_mtime_ns for p in (work / "chunks").glob("*.npz")} == after
+    assert _chunk_times(work) == after
 
 
 def test_sample_size_forms(images):
@@ -215,16 +207,11 @@ def test_sample_size_forms(images):
 def test_assignment_resumes_only_with_the_same_model(images, sampled, tmp_path):
     result, _, _ = sampled
     work = tmp_path / "assign"
-    emitted = []
-
-    def interrupt(indices, chunk):
-        emitted.append(indices)
-        if len(emitted) == 2:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        assign_images(result.model, images, chunk_size=5, work_dir=work, on_chunk=interrupt)
-    done = {p.name: p.stat().st_mtime_ns for p in (work / "chunks").glob("*.npz")}
+        assign_images(
+            result.model, images, chunk_size=5, work_dir=work, on_chunk=_stop_at_second_chunk()
+        )
+    done = _chunk_times(work)
     assert len(done) == 2
     joblib.dump(result.model, tmp_path / "model.joblib")
     loaded = joblib.load(tmp_path / "model.joblib")  # the same model after a save and a load
