@@ -140,6 +140,14 @@ def _fit_run(args, output, data, items, names, title, extra):
 
     try:
         status = _run_and_write(args, output, data, names, items, run, title, extra, True)
+    except BaseException as exc:
+        if work.is_dir() and any(work.iterdir()):
+            # cli.main prints this after its one-line message about the failure
+            exc.resume_hint = (
+                f"the finished part of this run is kept in {work}; "
+                "the same command with --resume continues it"
+            )
+        raise
     finally:
         if client is not None:
             client.close()

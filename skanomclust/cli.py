@@ -328,8 +328,9 @@ def main(argv=None) -> int:
             from . import _commands
 
             return getattr(_commands, "run_" + args.func.replace("-", "_"))(args)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("skanomclust: interrupted; the output folder was left as it was", file=sys.stderr)
+        _print_resume_hint(exc)
         return 130
     except (UserError, OutputError) as exc:
         if debug:
@@ -340,7 +341,15 @@ def main(argv=None) -> int:
         if debug:
             raise
         print(f"skanomclust: error: {_one_line(exc)}", file=sys.stderr)
+        _print_resume_hint(exc)
         return 1
+
+
+def _print_resume_hint(exc):
+    """Say where a failed run's finished work is kept (set by the cluster command)."""
+    hint = getattr(exc, "resume_hint", None)
+    if hint:
+        print(f"skanomclust: {hint}", file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -17,7 +17,9 @@ work unchanged:
 4. :class:`~skanomclust.WardClustering` turns descriptors into **labels**.
 
 An image's **score** is the maximum of its anomaly map
-(:func:`image_scores`), the one image-level anomaly score of the package.
+(:func:`image_scores`), the one image-level anomaly score of the package. Maps
+are at feature resolution; :func:`resize_anomaly_maps` brings them to the
+images' sizes.
 
 A 2-D input ``(n, C)`` to a map-taking step is read as ``(n, C, 1, 1)`` maps,
 and a step that returns maps returns 2-D again for it (so scikit-learn's
@@ -35,15 +37,19 @@ exist once instead of twice.
 
 from __future__ import annotations
 
+from numbers import Integral
+
 import numpy as np
 import torch
 from sklearn import get_config
 from sklearn.utils.validation import validate_data
+from torch.nn import functional as F
 
 __all__ = [
     "append_anomaly_maps",
     "empty_feature_maps",
     "image_scores",
+    "resize_anomaly_maps",
     "restore_layout",
     "split_localizer_output",
     "validate_feature_maps",
@@ -250,3 +256,36 @@ def restore_layout(maps: np.ndarray, was_2d: bool) -> np.ndarray:
     if was_2d:
         return maps.reshape(maps.shape[0], -1)
     return maps
+
+
+def resize_anomaly_maps(maps, sizes):
+    """Upsample anomaly maps to image sizes (bilinear).
+
+    Parameters
+    ----------
+    maps : ndarray of shape (n, h, w)
+        Anomaly maps at feature resolution.
+    sizes : tuple of int or list of tuple of int
+        One (height, width) for all maps, or one per map (e.g. from
+        :meth:`TextureFeatureExtractor.image_sizes`).
+
+    Returns
+    -------
+    resized : ndarray of shape (n, H, W) or list of ndarray
+        An array when all sizes are equal, else a list of (H_i, W_i) arrays.
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    if maps.ndim != 3:
+        raise ValueError(f"Expected maps of shape (n, h, w), got {maps.shape}")
+    if len(sizes) == 2 and all(isinstance(s, Integral) for s in sizes):
+        sizes = [tuple(sizes)] * len(maps)
+    if len(sizes) != len(maps):
+        raise ValueError(f"Got {len(sizes)} sizes for {len(maps)} maps")
+    out = []
+    for single, size in zip(maps, sizes, strict=True):
+        tensor = torch.tensor(single)[None, None]  # a copy: maps may be read-only
+        resized = F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
+        out.append(resized[0, 0].numpy())
+    if len({o.shape for o in out}) == 1:
+        return np.stack(out)
+    return out

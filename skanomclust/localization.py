@@ -9,12 +9,17 @@ import torch
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import _check_feature_names_in, check_is_fitted
-from torch.nn import functional as F
 
 from ._random import Seeds
 from ._torch import TorchModulesMixin, release_freed_memory
 from ._utils import MapsOutputMixin, progress_bar
-from .contract import append_anomaly_maps, image_scores, restore_layout, validate_feature_maps
+from .contract import (
+    append_anomaly_maps,
+    image_scores,
+    resize_anomaly_maps,
+    restore_layout,
+    validate_feature_maps,
+)
 from .nn.localization import fca_input, localize_batch, position_baseline, principal_channels
 from .nn.vae_training import train_pixel_vae
 
@@ -25,39 +30,6 @@ __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
 # covariance, a fraction of a second to compute.
 _PROJECTION_IMAGES = 256
 _PROJECTION_PIXELS = 65536
-
-
-def resize_anomaly_maps(maps, sizes):
-    """Upsample anomaly maps to image sizes (bilinear).
-
-    Parameters
-    ----------
-    maps : ndarray of shape (n, h, w)
-        Anomaly maps at feature resolution.
-    sizes : tuple of int or list of tuple of int
-        One (height, width) for all maps, or one per map (e.g. from
-        :meth:`TextureFeatureExtractor.image_sizes`).
-
-    Returns
-    -------
-    resized : ndarray of shape (n, H, W) or list of ndarray
-        An array when all sizes are equal, else a list of (H_i, W_i) arrays.
-    """
-    maps = np.asarray(maps, dtype=np.float32)
-    if maps.ndim != 3:
-        raise ValueError(f"Expected maps of shape (n, h, w), got {maps.shape}")
-    if len(sizes) == 2 and all(isinstance(s, Integral) for s in sizes):
-        sizes = [tuple(sizes)] * len(maps)
-    if len(sizes) != len(maps):
-        raise ValueError(f"Got {len(sizes)} sizes for {len(maps)} maps")
-    out = []
-    for single, size in zip(maps, sizes, strict=True):
-        tensor = torch.tensor(single)[None, None]  # a copy: maps may be read-only
-        resized = F.interpolate(tensor, size=tuple(size), mode="bilinear", align_corners=False)
-        out.append(resized[0, 0].numpy())
-    if len({o.shape for o in out}) == 1:
-        return np.stack(out)
-    return out
 
 
 class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin, BaseEstimator):

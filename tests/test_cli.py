@@ -341,11 +341,13 @@ def test_interrupt_leaves_the_output_alone_and_resume_finishes(
     status = main(["cluster", str(category), "-o", str(out), "-k", "3", *FAST])
     assert status == 130
     err = capsys.readouterr().err
-    assert err.strip().splitlines() == [
-        "skanomclust: interrupted; the output folder was left as it was"
-    ]
     # no output and no temporary folder; only the work folder that --resume continues
     assert [p.name for p in tmp_path.iterdir()] == [".out.partial"]
+    assert err.strip().splitlines() == [
+        "skanomclust: interrupted; the output folder was left as it was",
+        f"skanomclust: the finished part of this run is kept in {tmp_path / '.out.partial'}; "
+        "the same command with --resume continues it",
+    ]
 
     monkeypatch.undo()
 
