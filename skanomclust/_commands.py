@@ -99,6 +99,13 @@ def _cluster_params(args):
                     f"--param: unknown parameter {name!r}; names are STEP__PARAMETER with "
                     f"STEP one of {steps}, e.g. localizer__n_steps (see the API reference)"
                 )
+        # Values are checked against the steps' constraints here too, not at fit time.
+        try:
+            probe.set_params(**params)
+            for _, step in probe.steps:
+                step._validate_params()
+        except ValueError as exc:  # scikit-learn's InvalidParameterError
+            raise UserError(f"--param: {exc}") from None
     return params
 
 

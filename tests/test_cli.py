@@ -308,6 +308,8 @@ def error_inputs(tmp_path, category):
         (["cluster", "{few}", "--backbone", "resnet18", "--weights", "offline"], "offline"),
         (["cluster", "{few}", "--weights", "{tmp}/missing.pt"], "not found"),
         (["cluster", "{few}", "--param", "localizer__nope=1"], "unknown parameter"),
+        (["cluster", "{few}", "--param", "localizer__n_steps=-3"], "'n_steps' parameter"),
+        (["cluster", "{few}", "--param", "pooling__gate=maybe"], "'gate' parameter"),
         (["cluster", "{few}", "-k", "0"], "positive integer"),
         (["cluster", "{category}", "-o", "{category}/test/out"], "inside the input folder"),
         (["predict", "{tmp}/missing.joblib", "{few}"], "does not exist"),
