@@ -184,9 +184,9 @@ def run_seed(name, features, target, k, seed, timings, quick):
         ).fit_transform(framed)
     record("paper", descriptors, [*base, "paper: contrastive"])
     with stage(timings, "paper w/o CL: pooling"):
-        descriptors = AnomalyWeightedPooling(appearance_weight=0.0, gate=None).fit_transform(
-            framed
-        )
+        descriptors = AnomalyWeightedPooling(
+            appearance_weight=0.0, gate=None, blur_sigma=2.0
+        ).fit_transform(framed)
     record("paper w/o CL", descriptors, [*base, "paper w/o CL: pooling"])
     return rows
 

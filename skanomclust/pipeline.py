@@ -16,8 +16,9 @@ __all__ = ["PRESETS", "make_blind_pipeline"]
 #: package's, chosen on the benchmark suite (``benchmarks/bench_suite.py``);
 #: ``"paper"`` reproduces Ardelean & Weyrich (CVPRW 2024) on the same backbone:
 #: FCA on every channel, no position baseline but the paper's border frame, no
-#: appearance view, no normality gate, the k-means pixel threshold and the
-#: contrastive step. The VAE keeps this package's sampled-pixel schedule in both.
+#: appearance view, no normality gate, features blurred before pooling (sigma 2),
+#: the k-means pixel threshold and the contrastive step. The VAE keeps this
+#: package's sampled-pixel schedule in both.
 PRESETS = {
     "default": {
         "contrastive": False,
@@ -27,7 +28,7 @@ PRESETS = {
     "paper": {
         "contrastive": True,
         "localizer": {"fca_components": None, "baseline": None, "border": "auto"},
-        "descriptor": {"appearance_weight": 0.0, "gate": None},
+        "descriptor": {"appearance_weight": 0.0, "gate": None, "blur_sigma": 2.0},
     },
 }
 

@@ -83,7 +83,8 @@ def test_estimator_shapes_batches_and_2d():
 
 def test_paper_configuration_is_eq_2():
     X = _localized()
-    paper = AnomalyWeightedPooling(appearance_weight=0, gate=None).fit_transform(X)
+    # the paper blurs the features first (sigma 2, the function's default; not the estimator's)
+    paper = AnomalyWeightedPooling(appearance_weight=0, gate=None, blur_sigma=2.0).fit_transform(X)
     expected = anomaly_weighted_pooling(torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1]))
     np.testing.assert_allclose(paper, expected.numpy(), rtol=1e-5, atol=1e-7)
 
@@ -93,8 +94,9 @@ def test_views_are_unit_length_and_the_appearance_view_standardised():
     pooling = AnomalyWeightedPooling(gate=None, appearance_weight=0.5).fit(X)
     out = pooling.transform(X)
     features, maps = torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1])
-    anomaly = anomaly_weighted_pooling(features, maps).numpy()
-    appearance = spread_weighted_pooling(features, maps).numpy()
+    # no blur by default (the views of the nn functions blur unless told not to)
+    anomaly = anomaly_weighted_pooling(features, maps, blur_sigma=0).numpy()
+    appearance = spread_weighted_pooling(features, maps, blur_sigma=0).numpy()
     np.testing.assert_allclose(pooling.appearance_mean_, appearance.mean(axis=0), rtol=1e-5)
     standard = (appearance - pooling.appearance_mean_) / pooling.appearance_scale_
     expected = np.hstack(
