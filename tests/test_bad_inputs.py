@@ -710,9 +710,9 @@ CLI_ERRORS = {
         2,
         "expected STEP__PARAMETER=VALUE (e.g. localizer__n_steps=200), got 'n_steps'",
     ),
-    "bad-param-value": (
+    "bad-param-value": (  # checked before any work, like a bad name: a usage error
         ["cluster", "few", "--param", "localizer__n_steps=-5"],
-        1,
+        2,
         "The 'n_steps' parameter of BlindAnomalyLocalizer must be an int in the range [0, inf)",
     ),
     "bad-device": (["cluster", "few", "--device", "nodev"], 2, "--device: Invalid device 'nodev'"),
