@@ -146,19 +146,23 @@ def train_pixel_vae(
     # held memory that grew with every step: on MTD's float16 features the
     # training peaked 622 MB above its start over 2000 steps, 202 MB without).
     history = torch.empty(n_steps, dtype=torch.float32, device=device)
-    done = 0
-    if graphed and n_steps > _WARMUP_STEPS + 1:
-        done = _run_graphed(draw, loss_of_step, optimizer, history, report)
-    for step in range(done, n_steps):
+
+    def eager_step(step):
         draw()
         optimizer.zero_grad(set_to_none=True)
         history[step] = loss_of_step()
         report(step)
+
+    done = 0
+    if graphed and n_steps > _WARMUP_STEPS + 1:
+        done = _run_graphed(eager_step, draw, loss_of_step, optimizer, history, report)
+    for step in range(done, n_steps):
+        eager_step(step)
     module.eval()
     return module, history.tolist()
 
 
-def _run_graphed(draw, loss_of_step, optimizer, history, report) -> int:
+def _run_graphed(eager_step, draw, loss_of_step, optimizer, history, report) -> int:
     """Run the training steps through one captured CUDA graph; the steps done.
 
     Returns fewer than ``len(history)`` steps only if the capture fails (an
@@ -169,10 +173,7 @@ def _run_graphed(draw, loss_of_step, optimizer, history, report) -> int:
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
         for step in range(_WARMUP_STEPS):
-            draw()
-            optimizer.zero_grad(set_to_none=True)
-            history[step] = loss_of_step()
-            report(step)
+            eager_step(step)
     torch.cuda.current_stream().wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     # Gradients are created inside the graph's memory pool and overwritten at
