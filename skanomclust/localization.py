@@ -20,16 +20,14 @@ from .contract import (
     restore_layout,
     validate_feature_maps,
 )
-from .nn.localization import fca_input, localize_batch, position_baseline, principal_channels
+from .nn.localization import (
+    fit_fca_projection,
+    localize_images,
+    position_baseline,
+)
 from .nn.vae_training import train_pixel_vae
 
 __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
-
-# Pixels sampled (from up to this many training images) to fit the channel
-# projection before FCA: enough for a stable estimate of a 200-channel
-# covariance, a fraction of a second to compute.
-_PROJECTION_IMAGES = 256
-_PROJECTION_PIXELS = 65536
 
 
 class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin, BaseEstimator):
@@ -70,30 +68,25 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         Gaussian window of the FCA patches.
     fca_components : int or None, default=96
         Project the FCA input onto at most this many principal directions
-        before FCA (this package's speed-up; ``fca_components_``), fitted on
-        pixels sampled from up to 256 training images (skipped when these are
-        fewer than 10 per channel). FCA's cost grows linearly with the
-        channels. None, or at least the number of channels, runs FCA on every
-        channel (the paper).
+        (``fca_components_``, fitted on pixels of up to 256 training images;
+        skipped with fewer than 10 pixels per channel): FCA's cost grows with
+        the channels. None, or at least the channels, reads every channel (the
+        paper).
     baseline : "median" or None, default="median"
         ``"median"`` subtracts from every map the per-position median of the
-        training images' maps (``baseline_``, see
-        :func:`skanomclust.nn.position_baseline`; this package's addition):
-        what all images share at a position, chiefly the response to the
-        reflect padding at the map's edges, cancels, while defects at the
-        image border stay visible. It needs fewer than half the training
-        images to have a defect at any one position. ``None`` keeps the maps
-        as FCA gives them (the paper). Maps may be negative: below the typical
-        value at their position.
+        training maps (``baseline_``, :func:`skanomclust.nn.position_baseline`;
+        this package's addition): the response to the padding at the edges
+        cancels while defects at the border stay visible, as long as fewer than
+        half the images have a defect at any one position. Maps may then be
+        negative. ``None`` keeps FCA's maps (the paper).
     border : int or "auto", default=0
         Frame set to zero after smoothing (before the baseline is
         subtracted). ``"auto"`` scales the paper's 5-cell frame of a 64x64 map
         to the map: ``round(5 * min(h, w) / 64)`` (the paper's configuration).
     copy : bool, default=True
-        False lets ``transform`` write the maps into the spare channel the
-        feature extractor leaves behind its features and return that buffer
-        (see :func:`skanomclust.contract.append_anomaly_maps`): no copy of the
-        features, but the output shares memory with the input.
+        False lets ``transform`` write the maps into the feature extractor's
+        spare channel and return that buffer, sharing memory with the input
+        (:func:`skanomclust.contract.append_anomaly_maps`).
     batch_size : int, default=16
         Images per torch call.
     device : str, default="cpu"
@@ -269,7 +262,20 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 progress=lambda step: bar.update(1),
             )
             bar.close()
-        self._fit_projection(features, seeds.torch("projection"))
+        self.fca_components_ = self.fca_mean_ = None
+        k = self.fca_components
+        if self.mode != "vae" and k is not None and k < features.shape[1]:
+            with torch.inference_mode():
+                projection = fit_fca_projection(
+                    torch.from_numpy(features),
+                    self.vae_ if self.mode != "fca" else None,
+                    k,
+                    generator=seeds.torch("projection"),
+                    batch_size=self.batch_size,
+                    device=self.device_,
+                )
+            if projection is not None:
+                self.fca_components_, self.fca_mean_ = (t.cpu().numpy() for t in projection)
         maps = None
         if need_maps or self.baseline is not None:
             maps = self._raw_maps(features)
@@ -278,38 +284,6 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 maps -= self.baseline_
         return features, was_2d, maps
 
-    def _fit_projection(self, features, generator):
-        """Principal directions of the FCA input, from pixels of sampled training images.
-
-        Skipped (FCA reads every channel) when the training maps have fewer
-        than ``10 * C`` pixels to sample: the covariance would be too poorly
-        estimated for its directions to be stable, and FCA is cheap there.
-        """
-        self.fca_components_ = self.fca_mean_ = None
-        n, channels, h, w = features.shape
-        k = self.fca_components
-        if self.mode == "vae" or k is None or k >= channels:
-            return
-        n_images = min(n, _PROJECTION_IMAGES)
-        per_image = min(h * w, max(1, _PROJECTION_PIXELS // n_images))
-        if n_images * per_image < 10 * channels:
-            return
-        images = torch.randperm(n, generator=generator)[:n_images].sort().values.numpy()
-        samples = []
-        with torch.inference_mode():
-            for start in range(0, len(images), self.batch_size):
-                chosen = images[start : start + self.batch_size]
-                batch = torch.from_numpy(features[chosen]).to(self.device_).float()
-                source = fca_input(batch, self.vae_ if self.mode != "fca" else None)
-                pixels = source.flatten(2).transpose(1, 2)  # (b, h * w, C)
-                picks = torch.stack(
-                    [torch.randperm(h * w, generator=generator)[:per_image] for _ in chosen]
-                ).to(self.device_)
-                samples.append(torch.gather(pixels, 1, picks[..., None].expand(-1, -1, channels)))
-            components, mean = principal_channels(torch.cat(samples).flatten(0, 1), k)
-        self.fca_components_ = components.cpu().numpy()
-        self.fca_mean_ = mean.cpu().numpy()
-
     def _border(self, h, w):
         if self.border == "auto":
             return int(round(5 * min(h, w) / 64))
@@ -317,29 +291,26 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
 
     def _raw_maps(self, features):
         """Float32 (n, h, w) maps of validated features, before the baseline."""
-        out = np.empty((features.shape[0], *features.shape[2:]), dtype=np.float32)
-        projection = {"components": None, "mean": None}
+        projection = {}
         if self.fca_components_ is not None:
             projection = {
                 "components": torch.from_numpy(self.fca_components_).to(self.device_),
                 "mean": torch.from_numpy(self.fca_mean_).to(self.device_),
             }
-        border = self._border(*features.shape[2:])
         bar = progress_bar(len(features), self.verbose, "anomaly maps")
         with torch.inference_mode():
-            for start in range(0, len(features), self.batch_size):
-                batch = torch.from_numpy(features[start : start + self.batch_size])
-                maps = localize_batch(
-                    batch.to(self.device_).float(),
-                    self.vae_,
-                    mode=self.mode,
-                    patch_size=self.patch_size,
-                    sigma_p=self.sigma_p,
-                    border=border,
-                    **projection,
-                )
-                out[start : start + len(batch)] = maps.cpu().numpy()
-                bar.update(len(batch))
+            out = localize_images(
+                torch.from_numpy(features),
+                self.vae_,
+                batch_size=self.batch_size,
+                device=self.device_,
+                progress=bar.update,
+                mode=self.mode,
+                patch_size=self.patch_size,
+                sigma_p=self.sigma_p,
+                border=self._border(*features.shape[2:]),
+                **projection,
+            ).numpy()
         bar.close()
         release_freed_memory()  # the batches' temporaries, before the output is assembled
         return out

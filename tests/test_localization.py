@@ -14,7 +14,12 @@ from skanomclust.contract import (
 )
 from skanomclust.localization import resize_anomaly_maps
 from skanomclust.nn import feature_correspondence_analysis, postprocess_anomaly_maps
-from skanomclust.nn.localization import fca_input
+from skanomclust.nn.localization import (
+    fca_input,
+    localize_batch,
+    localize_images,
+    sample_fca_input_pixels,
+)
 
 FAST = dict(n_steps=20, pixels_per_step=256, hidden_channels=32, latent_channels=8)
 
@@ -199,6 +204,31 @@ def test_no_projection_from_too_few_pixels():
     )
     enough = BlindAnomalyLocalizer("fca", fca_components=4).fit(np.tile(X, (13, 1, 1, 1)))
     assert enough.fca_components_.shape == (4, 40)  # 26 images x 16 pixels >= 400
+
+
+def test_projection_pixels_are_pixels_of_the_fca_input(maps_with_outlier):
+    features = torch.from_numpy(maps_with_outlier).half()  # stored in half precision
+    generator = torch.Generator().manual_seed(0)
+    pixels = sample_fca_input_pixels(
+        features, None, n_images=4, n_pixels=100, generator=generator, batch_size=3
+    )
+    assert pixels.shape == (4 * 25, 8) and pixels.dtype == torch.float32
+    every_pixel = fca_input(features.float(), None).permute(0, 2, 3, 1).reshape(-1, 8)
+    distances = (
+        torch.cdist(pixels, every_pixel, compute_mode="donot_use_mm_for_euclid_dist")
+        .min(dim=1)
+        .values
+    )
+    assert distances.max() < 1e-6  # each sample is one of the input's pixels
+    assert len(torch.unique(pixels, dim=0)) == len(pixels)  # drawn without replacement
+
+
+def test_maps_of_many_images_are_the_maps_of_their_batches(maps_with_outlier):
+    features = torch.from_numpy(maps_with_outlier)
+    done = []
+    maps = localize_images(features, None, mode="fca", batch_size=4, progress=done.append)
+    assert done == [4, 2] and maps.shape == (6, 20, 20)
+    torch.testing.assert_close(maps, localize_batch(features, None, mode="fca"))
 
 
 def test_determinism(maps_with_outlier):

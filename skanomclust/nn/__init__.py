@@ -9,7 +9,7 @@ One module per step, named as the estimator that drives it:
   :mod:`~skanomclust.nn.vae_training`;
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3);
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
-  (projection, post-processing, position baseline, the maps of a batch);
+  (projection, post-processing, position baseline, the maps of a batch or of many);
 - :mod:`~skanomclust.nn.pooling`: descriptor views (step 4);
 - :mod:`~skanomclust.nn.gate`: the normality gate's pieces;
 - :mod:`~skanomclust.nn.contrastive`: the contrastive head and its training (step 5);

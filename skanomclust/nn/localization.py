@@ -2,7 +2,8 @@
 
 - :func:`localize_batch`: the maps of a batch of feature maps, from the VAE's
   residuals (:mod:`~skanomclust.nn.vae`) through FCA (:mod:`~skanomclust.nn.fca`);
-- :func:`principal_channels` / :func:`project_channels`: this package's FCA
+- :func:`fit_fca_projection` (:func:`sample_fca_input_pixels`,
+  :func:`principal_channels`) and :func:`project_channels`: this package's FCA
   speed-up, projecting the FCA input onto its leading principal directions;
 - :func:`postprocess_anomaly_maps`: the paper's smoothing and border clearing;
 - :func:`position_baseline`: this package's replacement of the border clearing,
@@ -23,11 +24,14 @@ from .vae import PixelVAE, minmax_scale, minmax_scale_stats, vae_residuals
 
 __all__ = [
     "fca_input",
+    "fit_fca_projection",
     "localize_batch",
+    "localize_images",
     "position_baseline",
     "postprocess_anomaly_maps",
     "principal_channels",
     "project_channels",
+    "sample_fca_input_pixels",
 ]
 
 # Rows per float64 chunk in principal_channels.
@@ -224,6 +228,107 @@ def fca_input(features: torch.Tensor, vae: PixelVAE | None) -> torch.Tensor:
     return vae_residuals(vae, features, mins, maxs, batch_size=len(features))
 
 
+def sample_fca_input_pixels(
+    features: torch.Tensor,
+    vae: PixelVAE | None,
+    *,
+    n_images: int,
+    n_pixels: int,
+    generator: torch.Generator,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> torch.Tensor:
+    """Pixels of the FCA input drawn from a random subset of images, to fit the projection.
+
+    ``n_images`` images are drawn without replacement, then ``n_pixels //
+    n_images`` pixels (at least one, at most all) of each one's FCA input
+    (:func:`fca_input`): a covariance estimate from many images at the cost
+    of computing the input of a few.
+
+    Parameters
+    ----------
+    features : Tensor of shape (n, C, h, w)
+        Raw feature maps in any float dtype, on any device; only the drawn
+        images are moved to ``device`` (in float32), a batch at a time.
+    vae : PixelVAE or None
+        The trained VAE (None: the min-max scaled features).
+    n_images, n_pixels : int
+        Images drawn (at most ``n``) and pixels in all.
+    generator : torch.Generator
+        CPU generator of every draw.
+    batch_size : int, default=16
+        Images per call of the VAE.
+    device : torch.device or str, default="cpu"
+
+    Returns
+    -------
+    pixels : Tensor of shape (m, C), float32, on ``device``
+    """
+    n, channels, h, w = features.shape
+    n_images = min(n, n_images)
+    per_image = min(h * w, max(1, n_pixels // n_images))
+    images = torch.randperm(n, generator=generator)[:n_images].sort().values
+    samples = []
+    for start in range(0, n_images, batch_size):
+        chosen = images[start : start + batch_size]
+        batch = features[chosen.to(features.device)].to(device).float()
+        pixels = fca_input(batch, vae).flatten(2).transpose(1, 2)  # (b, h * w, C)
+        picks = torch.stack(
+            [torch.randperm(h * w, generator=generator)[:per_image] for _ in chosen]
+        ).to(device)
+        samples.append(torch.gather(pixels, 1, picks[..., None].expand(-1, -1, channels)))
+    return torch.cat(samples).flatten(0, 1)
+
+
+def fit_fca_projection(
+    features: torch.Tensor,
+    vae: PixelVAE | None,
+    n_components: int,
+    *,
+    generator: torch.Generator,
+    n_images: int = 256,
+    n_pixels: int = 65536,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """The channel projection before FCA, fitted on pixels of sampled images.
+
+    The defaults sample enough pixels for a stable estimate of a 200-channel
+    covariance, in a fraction of a second. Returns None (FCA then reads every
+    channel) when fewer than ``10 * C`` pixels can be sampled: the directions
+    would be too poorly estimated to be stable, and FCA is cheap there.
+
+    Parameters
+    ----------
+    features : Tensor of shape (n, C, h, w)
+        Raw feature maps (see :func:`sample_fca_input_pixels`).
+    vae : PixelVAE or None
+    n_components : int
+        Principal directions kept (at most C).
+    generator : torch.Generator
+        CPU generator of the samples.
+    n_images, n_pixels, batch_size, device :
+        Passed to :func:`sample_fca_input_pixels`.
+
+    Returns
+    -------
+    (components, mean) or None
+        As :func:`principal_channels`, on ``device``.
+    """
+    pixels = sample_fca_input_pixels(
+        features,
+        vae,
+        n_images=n_images,
+        n_pixels=n_pixels,
+        generator=generator,
+        batch_size=batch_size,
+        device=device,
+    )
+    if len(pixels) < 10 * features.shape[1]:
+        return None
+    return principal_channels(pixels, n_components)
+
+
 def localize_batch(
     features: torch.Tensor,
     vae: PixelVAE | None,
@@ -265,3 +370,41 @@ def localize_batch(
             source = project_channels(source, components, mean)
         raw = feature_correspondence_analysis(source, patch_size=patch_size, sigma_p=sigma_p)
     return postprocess_anomaly_maps(raw, border=border)
+
+
+def localize_images(
+    features: torch.Tensor,
+    vae: PixelVAE | None,
+    *,
+    batch_size: int = 16,
+    device: torch.device | str = "cpu",
+    progress=None,
+    **options,
+) -> torch.Tensor:
+    """:func:`localize_batch` over many images, a batch at a time.
+
+    Parameters
+    ----------
+    features : Tensor of shape (n, C, h, w)
+        Raw feature maps in any float dtype (e.g. half-precision storage on
+        the CPU); each batch is moved to ``device`` in float32.
+    vae : PixelVAE or None
+    batch_size : int, default=16
+    device : torch.device or str, default="cpu"
+    progress : callable or None
+        Called with the number of images of each finished batch.
+    **options
+        Passed to :func:`localize_batch` (``mode``, ``components``, ...).
+
+    Returns
+    -------
+    maps : Tensor of shape (n, h, w), float32, on the CPU
+    """
+    out = torch.empty((features.shape[0], *features.shape[2:]), dtype=torch.float32)
+    for start in range(0, len(features), batch_size):
+        batch = features[start : start + batch_size]
+        maps = localize_batch(batch.to(device).float(), vae, **options)
+        out[start : start + len(batch)] = maps.cpu()
+        if progress is not None:
+            progress(len(batch))
+    return out
