@@ -35,6 +35,10 @@ from skanomclust import (
     WardClustering,
 )
 
+# A pooling "parameter" of round 3: appearance_weight used only when the fitted
+# normality gate is inactive (the default weight otherwise).
+NO_GATE_WEIGHT = "appearance_weight if the gate is inactive"
+
 # Rounds of candidates: row -> (AnomalyWeightedPooling parameters, WardClustering
 # parameters); the first row of a round is its reference. Round 1 compared
 # changes of single settings with the 0.2.0 default (features blurred before
@@ -62,6 +66,19 @@ ROUNDS = {
         "+ consensus Ward (50)": ({}, {"n_resamples": 50}),
         "default (no blur), k auto": ({}, {"n_clusters": "auto"}),
     },
+    # Round 3: a heavier appearance view, always or only where the normality
+    # gate found no group of normal images (every image defective: MTD-5,
+    # X-SDD, PV), where the anomaly view has no normal images to contrast with.
+    "3": {
+        "default (no blur)": ({}, {}),
+        "appearance_weight 1.5": ({"appearance_weight": 1.5}, {}),
+        "appearance_weight 1.5 without gate": ({NO_GATE_WEIGHT: 1.5}, {}),
+        "appearance_weight 2 without gate": ({NO_GATE_WEIGHT: 2.0}, {}),
+        "appearance_weight 1.5 without gate, consensus (20)": (
+            {NO_GATE_WEIGHT: 1.5},
+            {"n_resamples": 20},
+        ),
+    },
 }
 
 
@@ -82,15 +99,26 @@ def run_protocol(name, seeds, rows, features_cache):
         start = time.perf_counter()
         localized = BlindAnomalyLocalizer(random_state=seed).fit_transform(features)
         result[seed] = {}
+        gate_active = None
         for row, (pooling, clustering) in rows.items():
-            descriptors = AnomalyWeightedPooling(random_state=seed, **pooling).fit_transform(
-                localized
-            )
+            pooling = dict(pooling)
+            no_gate_weight = pooling.pop(NO_GATE_WEIGHT, None)
+            pool = AnomalyWeightedPooling(random_state=seed, **pooling)
+            descriptors = pool.fit_transform(localized)
+            gate_active = bool(pool.gate_.active_)
+            if no_gate_weight is not None and not gate_active:
+                pool.set_params(appearance_weight=no_gate_weight)
+                descriptors = pool.fit_transform(localized)
             ward = WardClustering(**{"n_clusters": k, "random_state": seed, **clustering})
             labels = ward.fit_predict(descriptors)
-            result[seed][row] = {**score(target, labels), "n_clusters": int(ward.n_clusters_)}
+            result[seed][row] = {
+                **score(target, labels),
+                "n_clusters": int(ward.n_clusters_),
+                "gate_active": gate_active,
+            }
         print(
-            f"  seed {seed} ({time.perf_counter() - start:.0f} s): "
+            f"  seed {seed} (gate {'on' if gate_active else 'off'}, "
+            f"{time.perf_counter() - start:.0f} s): "
             + ", ".join(f"{row} {r['nmi']:.3f}" for row, r in result[seed].items()),
             flush=True,
         )
