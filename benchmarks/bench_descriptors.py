@@ -6,16 +6,20 @@ clustering step's parameters on the same maps (so rows differ by their
 settings, not by the localizer's randomness). The rows are candidates for a
 default: one is kept only if its mean NMI is at least the reference row's on
 every protocol (within ``--tolerance``) and higher on average. The table prints,
-per protocol, the mean NMI over seeds and the change against the default.
+per protocol, the mean NMI over seeds and the change against the default, the
+spread over seeds, and, with more than three seeds, the means of seeds 0-2 and
+of the others apart (the seeds a candidate was chosen on, and its check).
 
 Usage::
 
-    python benchmarks/bench_descriptors.py [--round 1|2] [--seeds 0 1 2] [--protocols ...]
-        [--output benchmarks/results/descriptors_roundN.json]
+    python benchmarks/bench_descriptors.py [--round 1|2|3|4] [--seeds 0 1 2] [--protocols ...]
+        [--output benchmarks/results/descriptors_roundN.json] [--table-only]
 
 Writes ``--output`` (JSON: every row, protocol and seed) and the same name
-with ``.md``. About 25 minutes (round 1) or 18 (round 2) on this 2-core machine
-(the localizer fits dominate; each row costs one pooling and one clustering).
+with ``.md`` (``--table-only`` rewrites the markdown from an existing JSON).
+About 25 minutes (round 1), 18 (rounds 2 and 3) or 30 (round 4, six seeds)
+on this 2-core machine (the localizer fits dominate; each row costs one
+pooling and one clustering).
 """
 
 from __future__ import annotations
@@ -78,6 +82,13 @@ ROUNDS = {
             {NO_GATE_WEIGHT: 1.5},
             {"n_resamples": 20},
         ),
+    },
+    # Round 4: the appearance view at two scales instead of one, chosen among
+    # fourteen pooling variants on seeds 0-2 and checked on seeds 3-5 (run with
+    # --seeds 0 1 2 3 4 5).
+    "4": {
+        "default (no blur)": ({}, {}),
+        "appearance_spread (0.7, 1.5)": ({"appearance_spread": (0.7, 1.5)}, {}),
     },
 }
 
@@ -162,6 +173,40 @@ def table(results, rows, tolerance):
         )
         lines.append(f"| {row} | " + " | ".join(cells) + f" | {average:.3f} | {kept} |")
     lines += ["", f"Kept: no protocol lower by more than {tolerance} and higher on average."]
+    lines += ["", "**NMI spread (max - min) over the seeds**", ""]
+    lines += [
+        "| row | " + " | ".join(protocols) + " | largest |",
+        "|---" * (len(protocols) + 2) + "|",
+    ]
+    for row in rows:
+        spreads = {}
+        for p in protocols:
+            values = [s[row]["nmi"] for s in results["protocols"][p].values()]
+            spreads[p] = max(values) - min(values)
+        cells = [f"{spreads[p]:.3f}" for p in protocols]
+        lines.append(f"| {row} | " + " | ".join(cells) + f" | {max(spreads.values()):.3f} |")
+    seeds = [str(seed) for seed in results["seeds"]]
+    if len(seeds) > 3:  # the seeds a choice was made on, and the others
+        halves = {
+            "seeds " + ", ".join(seeds[:3]): seeds[:3],
+            "seeds " + ", ".join(seeds[3:]): seeds[3:],
+        }
+        lines += ["", "**Mean NMI per group of seeds** (change against the first row)", ""]
+        lines += [
+            "| row | seeds | " + " | ".join(protocols) + " |",
+            "|---" * (len(protocols) + 2) + "|",
+        ]
+        for row in rows:
+            for label, group in halves.items():
+                cells = []
+                for p in protocols:
+                    runs = results["protocols"][p]
+                    value = np.mean([runs[s][row]["nmi"] for s in group])
+                    change = value - np.mean([runs[s][reference]["nmi"] for s in group])
+                    cells.append(
+                        f"{value:.3f}" + ("" if row == reference else f" ({change:+.3f})")
+                    )
+                lines.append(f"| {row} | {label} | " + " | ".join(cells) + " |")
     return lines
 
 
@@ -172,9 +217,17 @@ def main():
     parser.add_argument("--round", choices=ROUNDS, default="2")
     parser.add_argument("--tolerance", type=float, default=0.005)
     parser.add_argument("--output", type=str, default=None)
+    parser.add_argument(
+        "--table-only", action="store_true", help="rewrite the markdown from --output's JSON"
+    )
     args = parser.parse_args()
     rows = ROUNDS[args.round]
     args.output = args.output or str(RESULTS / f"descriptors_round{args.round}.json")
+    if args.table_only:
+        with open(args.output) as stream:
+            results = json.load(stream)
+        write_markdown(table(results, rows, args.tolerance), args.output.replace(".json", ".md"))
+        return
     start = time.perf_counter()
     results = {"round": args.round, "seeds": args.seeds, "protocols": {}, "machine": machine()}
     cache = {}

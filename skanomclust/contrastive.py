@@ -98,8 +98,8 @@ class ContrastiveRefiner(
     appearance_weight : float, default=1.0
         Weight of the appearance view (see :class:`AnomalyWeightedPooling`);
         0 leaves it out (the paper's descriptor, with ``gate=None``).
-    appearance_spread : float, default=1.0
-        Temperature of the appearance view in standard deviations of each map.
+    appearance_spread : float or sequence of float, default=1.0
+        Temperature(s) of the appearance view (see :class:`AnomalyWeightedPooling`).
     gate : {"auto", "gmm", "otsu"}, float or None, default="auto"
         The normality gate's rule (see :mod:`skanomclust.gate`).
     gate_width : float, default=0.1
@@ -146,8 +146,9 @@ class ContrastiveRefiner(
         Image score at which the gate's weight is one half (None without gate).
     gate_bimodality_ : float
         Bimodality coefficient of the training images' scores.
-    appearance_mean_, appearance_scale_ : ndarray of shape (C,) or None
-        Per-channel statistics of the training images' appearance view.
+    appearance_mean_, appearance_scale_ : ndarray of shape (S * C,) or None
+        Per-channel statistics of the training images' appearance view (S
+        scales of ``appearance_spread``, side by side).
     loss_curve_ : list of float
         Mean loss per epoch.
     device_ : torch.device
@@ -259,6 +260,7 @@ class ContrastiveRefiner(
         self : ContrastiveRefiner
         """
         data, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
+        self._appearance_spreads()  # checked before any work
         n = data.shape[0]
         if n < 2:
             raise ValueError(f"ContrastiveRefiner needs at least 2 images, got n_samples = {n}")

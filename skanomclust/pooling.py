@@ -49,17 +49,37 @@ class DescriptorAssembly:
 
     _assembly_constraints: dict = {
         "appearance_weight": [Interval(Real, 0, None, closed="left")],
-        "appearance_spread": [Interval(Real, 0, None, closed="neither")],
+        "appearance_spread": [Interval(Real, 0, None, closed="neither"), tuple, list],
         "gate": [StrOptions({"auto", "gmm", "otsu"}), Real, None],
         "gate_width": [Interval(Real, 0, None, closed="left")],
     }
 
+    def _appearance_spreads(self) -> tuple:
+        """``appearance_spread`` as a tuple of positive temperatures (one per scale)."""
+        spreads = self.appearance_spread
+        spreads = tuple(spreads) if isinstance(spreads, (tuple, list)) else (spreads,)
+        if not spreads or not all(
+            isinstance(s, Real) and not isinstance(s, bool) and s > 0 for s in spreads
+        ):
+            raise ValueError(
+                "appearance_spread must be a positive number or a non-empty sequence of "
+                f"positive numbers, got {self.appearance_spread!r}"
+            )
+        return spreads
+
     def _appearance_view(
         self, features: torch.Tensor, maps: torch.Tensor, blur_sigma=None
     ) -> torch.Tensor:
+        """The appearance view at every scale of ``appearance_spread``, side by side."""
         blur_sigma = self.blur_sigma if blur_sigma is None else blur_sigma
-        return spread_weighted_pooling(
-            features, maps, spread=self.appearance_spread, blur_sigma=blur_sigma
+        if blur_sigma > 0:  # blurred once for every scale
+            features = gaussian_blur(features, BLUR_KERNEL, blur_sigma)
+        return torch.cat(
+            [
+                spread_weighted_pooling(features, maps, spread=spread, blur_sigma=0)
+                for spread in self._appearance_spreads()
+            ],
+            dim=1,
         )
 
     def _fit_assembly(self, appearance, scores, seeds: Seeds) -> None:
@@ -78,8 +98,9 @@ class DescriptorAssembly:
         """Descriptors from the local (anomaly or learned) view, the appearance view, the scores.
 
         With the appearance view, both views are standardised to unit length
-        (the appearance view first per channel with the training statistics),
-        the appearance view weighted by ``appearance_weight``, and concatenated.
+        (the appearance view first per channel with the training statistics,
+        then each of its scales on its own), the appearance view weighted by
+        ``appearance_weight``, and concatenated.
         The gate then scales the unit-length result per image. With neither, the
         local view is returned as it is (the paper's descriptor).
         """
@@ -88,10 +109,13 @@ class DescriptorAssembly:
             standard = (appearance - torch.as_tensor(self.appearance_mean_)) / torch.as_tensor(
                 self.appearance_scale_
             )
+            # One unit-length block per scale of the appearance view.
+            scales = standard.chunk(len(self._appearance_spreads()), dim=1)
             out = torch.cat(
-                [
-                    torch.nn.functional.normalize(local, dim=1),
-                    self.appearance_weight * torch.nn.functional.normalize(standard, dim=1),
+                [torch.nn.functional.normalize(local, dim=1)]
+                + [
+                    self.appearance_weight * torch.nn.functional.normalize(scale, dim=1)
+                    for scale in scales
                 ],
                 dim=1,
             )
@@ -100,7 +124,9 @@ class DescriptorAssembly:
         return out.numpy().astype(np.float32, copy=False)
 
     def _n_descriptor_channels(self, local_channels: int, feature_channels: int) -> int:
-        return local_channels + (feature_channels if self.appearance_weight > 0 else 0)
+        if self.appearance_weight == 0:
+            return local_channels
+        return local_channels + feature_channels * len(self._appearance_spreads())
 
 
 class AnomalyWeightedPooling(
@@ -132,8 +158,12 @@ class AnomalyWeightedPooling(
     appearance_weight : float, default=1.0
         Weight of the appearance view relative to the anomaly view (both of
         unit length); 0 leaves it out.
-    appearance_spread : float, default=1.0
+    appearance_spread : float or sequence of float, default=1.0
         Temperature of the appearance view in standard deviations of each map.
+        Several values pool at several scales (e.g. ``(0.7, 1.5)``: a focused
+        and a broad view), each standardised to unit length on its own and
+        weighted by ``appearance_weight``: steadier over seeds on the benchmark
+        suite (see the user guide, "When it works and when it does not").
     gate : {"auto", "gmm", "otsu"}, float or None, default="auto"
         The normality gate's rule (see :mod:`skanomclust.gate`).
     gate_width : float, default=0.1
@@ -163,8 +193,9 @@ class AnomalyWeightedPooling(
     gate_bimodality_ : float
         Bimodality coefficient of the training images' scores (NaN for fewer
         than 4 images or equal scores), which ``gate="auto"`` compares with 5/9.
-    appearance_mean_, appearance_scale_ : ndarray of shape (C,) or None
-        Per-channel statistics of the training images' appearance view.
+    appearance_mean_, appearance_scale_ : ndarray of shape (S * C,) or None
+        Per-channel statistics of the training images' appearance view (S
+        scales of ``appearance_spread``, side by side).
     device_ : torch.device
         Where the pooling runs.
     n_features_in_ : int
@@ -172,7 +203,8 @@ class AnomalyWeightedPooling(
     feature_names_in_ : ndarray of shape (n_features_in_,)
         Column names when ``fit`` got a DataFrame of 2-D ``(n, C + 1)`` data.
     n_features_out_ : int
-        Descriptor length (``C``, or ``2 C`` with the appearance view).
+        Descriptor length (``C``, or ``(1 + S) C`` with the appearance view at
+        S scales).
 
     Examples
     --------
@@ -258,6 +290,7 @@ class AnomalyWeightedPooling(
 
     def _fit(self, X):
         data, _ = validate_feature_maps(self, X, reset=True, min_channels=2)
+        self._appearance_spreads()  # checked before any work
         self._resolve_device()
         local, appearance, scores = self._views(data)
         self._fit_assembly(appearance.numpy(), scores, Seeds(self.random_state))

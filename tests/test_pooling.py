@@ -110,6 +110,34 @@ def test_views_are_unit_length_and_the_appearance_view_standardised():
     np.testing.assert_allclose(pooling.transform(X[:3]), out[:3], rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("spreads", [(0.7, 1.5), [0.5, 1.0, 2.0]])
+def test_appearance_view_at_several_scales(spreads):
+    X = _localized(10)
+    pooling = AnomalyWeightedPooling(gate=None, appearance_spread=spreads).fit(X)
+    out = pooling.transform(X)
+    n_channels = X.shape[1] - 1
+    assert out.shape == (10, n_channels * (1 + len(spreads))) == (10, pooling.n_features_out_)
+    assert pooling.appearance_mean_.shape == (n_channels * len(spreads),)
+    features, maps = torch.from_numpy(X[:, :-1]), torch.from_numpy(X[:, -1])
+    blocks = np.split(out, 1 + len(spreads), axis=1)
+    single = AnomalyWeightedPooling(gate=None, appearance_weight=0).fit_transform(X)
+    np.testing.assert_allclose(blocks[0], single / np.linalg.norm(single, axis=1, keepdims=True))
+    for spread, block in zip(spreads, blocks[1:], strict=True):
+        # each scale is the one-scale view at that spread, standardised on its own
+        view = spread_weighted_pooling(features, maps, spread=spread, blur_sigma=0).numpy()
+        standard = (view - view.mean(axis=0)) / view.std(axis=0)
+        expected = standard / np.linalg.norm(standard, axis=1, keepdims=True)
+        np.testing.assert_allclose(block, expected, rtol=1e-4, atol=1e-5)
+    one = AnomalyWeightedPooling(gate=None, appearance_spread=(1.0,)).fit_transform(X)
+    np.testing.assert_array_equal(one, AnomalyWeightedPooling(gate=None).fit_transform(X))
+
+
+@pytest.mark.parametrize("spreads", [(), (0.7, 0.0), (0.7, "wide"), [True]])
+def test_bad_appearance_spreads_are_refused_before_any_work(spreads):
+    with pytest.raises(ValueError, match="appearance_spread must be a positive number"):
+        AnomalyWeightedPooling(appearance_spread=spreads).fit(_localized(4))
+
+
 def test_needs_a_map_channel():
     with pytest.raises(ValueError, match="minimum of 2"):
         AnomalyWeightedPooling().fit(np.zeros((3, 1, 4, 4), dtype=np.float32))
