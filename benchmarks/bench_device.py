@@ -33,7 +33,7 @@ from _common import MTD, RESULTS, machine, write_markdown
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
 from skanomclust.datasets import load_texture_folder, make_synthetic_textures
-from skanomclust.nn.localization import localize_batch
+from skanomclust.nn.localization import localize_images
 from skanomclust.nn.vae_training import train_pixel_vae
 from skanomclust.pipeline import make_blind_pipeline
 
@@ -48,7 +48,7 @@ def synchronise(device):
 def split_localizer(device, seconds):
     """Time the localizer's two parts (VAE training, map computation) inside its stage.
 
-    The localizer module calls ``train_pixel_vae`` and ``localize_batch`` by name;
+    The localizer module calls ``train_pixel_vae`` and ``localize_images`` by name;
     both are wrapped with synchronised clocks that add into ``seconds``.
     """
     import skanomclust.localization as localization
@@ -65,7 +65,7 @@ def split_localizer(device, seconds):
         return timed
 
     localization.train_pixel_vae = wrap("  localizer: VAE training", train_pixel_vae)
-    localization.localize_batch = wrap("  localizer: maps (VAE + FCA)", localize_batch)
+    localization.localize_images = wrap("  localizer: maps (VAE + FCA)", localize_images)
 
 
 def run(items, k, size, device, seed=0):
