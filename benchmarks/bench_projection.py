@@ -15,8 +15,8 @@ Usage::
     python benchmarks/bench_projection.py [--protocols ...] [--vae-seeds 0 1 2]
         [--projection-seeds 0 1 2] [--output benchmarks/results/projection_variance.json]
 
-Features come from ``bench_views.py``'s cache (``--cache``) when it holds the
-protocol, otherwise they are computed (offline MobileNetV2, 256 px). On this
+Features come from ``bench_views.py``'s cache (``--cache``; computed and stored
+there on first use: offline MobileNetV2, 256 px, float16). On this
 2-core machine, with cached features and three VAE seeds, PV (893 images) took
 about 7 minutes and the five protocols of the suite 34 minutes (the committed
 results were run as ``--protocols pv mtd-5``, then ``synthetic xsdd mtd-6``, and
@@ -34,11 +34,11 @@ import numpy as np
 import torch
 from _common import HERE, RESULTS, machine, write_markdown
 from bench_suite import PROTOCOLS, load_protocol, score
+from bench_views import cached_maps
 
 from skanomclust import (
     AnomalyWeightedPooling,
     BlindAnomalyLocalizer,
-    TextureFeatureExtractor,
     WardClustering,
 )
 from skanomclust._random import Seeds
@@ -50,13 +50,6 @@ from skanomclust.nn.localization import (
 )
 
 COMPONENTS = BlindAnomalyLocalizer().fca_components
-
-
-def load_features(name, items, cache: Path):
-    cached = cache / f"{name}_features.npy"
-    if cached.exists():
-        return np.load(cached)
-    return TextureFeatureExtractor(image_size=256, dtype="float16").fit_transform(items)
 
 
 def exact_projection(features, vae, batch_size=16):
@@ -103,8 +96,8 @@ def nmi_of_projection(features, localizer, projection, target, k, seed):
 
 
 def run_protocol(name, vae_seeds, projection_seeds, cache):
-    items, target, k = load_protocol(name)
-    features = load_features(name, items, cache)
+    _, target, k = load_protocol(name)
+    features, _ = cached_maps(name, [], cache)  # the features only, cached once
     result = {}
     for vae_seed in vae_seeds:
         # The VAE of the default localizer of this seed (the projection and the
