@@ -187,12 +187,18 @@ def table(results):
     return lines
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def cached_maps_parser(description: str, output: str) -> argparse.ArgumentParser:
+    """Arguments of the scripts that read this cache: seeds, protocols, cache, output."""
+    parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4, 5])
     parser.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=PROTOCOLS)
     parser.add_argument("--cache", type=Path, default=HERE / ".views_cache")
-    parser.add_argument("--output", type=str, default=str(RESULTS / "descriptor_views.json"))
+    parser.add_argument("--output", type=str, default=str(RESULTS / output))
+    return parser
+
+
+def main():
+    parser = cached_maps_parser(__doc__.split("\n")[0], "descriptor_views.json")
     parser.add_argument(
         "--table-only", action="store_true", help="rewrite the markdown from --output's JSON"
     )
@@ -201,11 +207,19 @@ def main():
         with open(args.output) as stream:
             write_markdown(table(json.load(stream)), args.output.replace(".json", ".md"))
         return
+    run_and_write(run_protocol, args)
+
+
+def run_and_write(run, args):
+    """``run(protocol, seeds, cache)`` on every protocol of ``args``; the JSON and its table.
+
+    The JSON is rewritten after every protocol (a long run keeps what it did).
+    """
     start = time.perf_counter()
     results = {"seeds": args.seeds, "protocols": {}, "machine": machine()}
     for name in args.protocols:
         print(f"== {name}", flush=True)
-        results["protocols"][name] = run_protocol(name, args.seeds, args.cache)
+        results["protocols"][name] = run(name, args.seeds, args.cache)
         results["minutes"] = round((time.perf_counter() - start) / 60, 1)
         with open(args.output, "w") as stream:
             json.dump(results, stream, indent=1)

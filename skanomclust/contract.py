@@ -102,7 +102,14 @@ def append_anomaly_maps(features: np.ndarray, maps: np.ndarray, *, copy: bool = 
     Returns
     -------
     output : ndarray of shape (n, C + 1, h, w)
+
+    Raises
+    ------
+    ValueError
+        When a map holds NaN or infinity, or a value beyond the range of the
+        features' dtype (float16: 65504), naming the images; nothing is written.
     """
+    _check_storable_maps(maps, features.dtype)
     out = None if copy else _spare_channel_buffer(features)
     if out is None:
         out = np.empty(
@@ -111,6 +118,35 @@ def append_anomaly_maps(features: np.ndarray, maps: np.ndarray, *, copy: bool = 
         out[:, :-1] = features
     out[:, -1] = maps
     return out
+
+
+def _check_storable_maps(maps: np.ndarray, dtype) -> None:
+    """Raise a ValueError naming the images whose maps ``dtype`` cannot hold.
+
+    Casting silently turns NaN into NaN and a value beyond float16's range
+    (65504) into infinity, and the next step would then blame its input. Maps
+    of a working localizer are small (FCA compares values scaled to [0, 1]);
+    huge or non-finite ones come from a normality model that diverged.
+    """
+    limit = np.finfo(dtype).max if np.issubdtype(dtype, np.floating) else None
+    with np.errstate(invalid="ignore"):
+        peaks = np.abs(maps.reshape(len(maps), -1)).max(axis=1, initial=0.0)
+        bad = np.flatnonzero(~np.isfinite(peaks) | (peaks > limit if limit else False))
+    if len(bad) == 0:
+        return
+    shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+    worst = peaks[bad]
+    what = (
+        "hold NaN or infinity"
+        if not np.isfinite(worst).all()
+        else f"exceed the {np.dtype(dtype).name} range of the features (largest |value| "
+        f"{worst.max():.3g})"
+    )
+    raise ValueError(
+        f"The anomaly maps of image(s) {shown} ({len(bad)} of {len(maps)}) {what}, so they "
+        "cannot be stored with the features. Such maps come from a normality model that "
+        "diverged: check the localizer's loss_curve_ (and its learning_rate)."
+    )
 
 
 def split_localizer_output(output):

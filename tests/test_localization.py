@@ -99,6 +99,30 @@ def test_append_anomaly_maps_uses_only_a_whole_spare_channel():
     np.testing.assert_array_equal(split_maps, maps)
 
 
+def test_append_anomaly_maps_refuses_maps_the_features_dtype_cannot_hold():
+    features = empty_feature_maps((3, 2, 4, 4), np.float16)
+    features[...] = 0.5
+    spare = features.base[:, -1].copy()
+    maps = np.zeros((3, 4, 4), np.float32)
+    maps[1, 2, 2] = 1e6  # beyond float16's 65504: the cast would give infinity
+    with pytest.raises(ValueError, match=r"image\(s\) 1 \(1 of 3\) exceed the float16 range"):
+        append_anomaly_maps(features, maps, copy=False)
+    np.testing.assert_array_equal(features.base[:, -1], spare)  # nothing half-written
+    assert np.isfinite(append_anomaly_maps(features.astype(np.float32), maps)).all()
+    maps[0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match=r"image\(s\) 0 \(1 of 3\) hold NaN"):
+        append_anomaly_maps(features.astype(np.float32), maps)
+
+
+def test_a_diverged_vae_is_reported_by_the_localizer_not_the_next_step(maps_with_outlier):
+    half = maps_with_outlier.astype(np.float16)
+    localizer = BlindAnomalyLocalizer(random_state=0, **FAST).fit(half)
+    with torch.no_grad():  # what a diverged training leaves: enormous reconstructions
+        localizer.vae_.decoder[-2].weight.mul_(1e9)
+    with pytest.raises(ValueError, match="diverged: check the localizer's loss_curve_"):
+        localizer.transform(half)
+
+
 def test_half_precision_features_give_the_same_maps(maps_with_outlier):
     X = maps_with_outlier
     half = X.astype(np.float16)
