@@ -123,15 +123,15 @@ def append_anomaly_maps(features: np.ndarray, maps: np.ndarray, *, copy: bool = 
 def _check_storable_maps(maps: np.ndarray, dtype) -> None:
     """Raise a ValueError naming the images whose maps ``dtype`` cannot hold.
 
-    Casting silently turns NaN into NaN and a value beyond float16's range
+    A cast would carry NaN along and turn a value beyond float16's range
     (65504) into infinity, and the next step would then blame its input. Maps
     of a working localizer are small (FCA compares values scaled to [0, 1]);
     huge or non-finite ones come from a normality model that diverged.
     """
-    limit = np.finfo(dtype).max if np.issubdtype(dtype, np.floating) else None
-    with np.errstate(invalid="ignore"):
-        peaks = np.abs(maps.reshape(len(maps), -1)).max(axis=1, initial=0.0)
-        bad = np.flatnonzero(~np.isfinite(peaks) | (peaks > limit if limit else False))
+    flat = maps.reshape(len(maps), int(np.prod(maps.shape[1:])))
+    # Per-image extremes (NaN propagates), without an |maps| temporary.
+    peaks = np.maximum(flat.max(axis=1, initial=-np.inf), -flat.min(axis=1, initial=np.inf))
+    bad = np.flatnonzero(~(peaks <= np.finfo(dtype).max))  # NaN compares False
     if len(bad) == 0:
         return
     shown = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
