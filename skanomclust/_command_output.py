@@ -181,6 +181,7 @@ def _run_and_write(
             metrics=metrics,
             settings=settings,
             title=title,
+            n_jobs=-1,
             verbose=not args.quiet,
         )
         result.timings["report"] = time.perf_counter() - report_start

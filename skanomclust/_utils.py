@@ -32,10 +32,12 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 
 from sklearn.utils._set_output import ADAPTERS_MANAGER, _get_container_adapter
 
-__all__ = ["MapsOutputMixin", "progress_bar"]
+__all__ = ["MapsOutputMixin", "ordered_map", "progress_bar"]
 
 
 class _NoBar:
@@ -148,3 +150,30 @@ class MapsOutputMixin:
         if adapter is None:  # "default"
             return out
         return adapter.create_container(out, X, columns=self.get_feature_names_out)
+
+
+def ordered_map(function, n, threads, ahead):
+    """``function(i)`` for ``i`` in ``range(n)``, yielded in order, computed ahead on threads.
+
+    With ``threads`` 0 the calls run one by one when their result is asked
+    for. Otherwise up to ``ahead`` calls run or wait on a pool of ``threads``
+    threads ahead of the result being consumed, which overlaps work that
+    releases the GIL (decoding, resizing and encoding images, writing files)
+    with the consumer's, in bounded memory. After an error, or when the
+    consumer stops early, the waiting calls are cancelled and the running ones
+    finish before the generator returns, so none is left writing behind it.
+    """
+    if threads <= 0:
+        yield from map(function, range(n))
+        return
+    pool = ThreadPoolExecutor(max_workers=threads)
+    try:
+        queued = deque()
+        for i in range(n):
+            queued.append(pool.submit(function, i))
+            if len(queued) > max(ahead, 1):
+                yield queued.popleft().result()
+        while queued:
+            yield queued.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,6 +1,7 @@
 """The data contract for image inputs: skanomclust._image_decoding and _images.check_images."""
 
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +249,36 @@ def test_path_pil_and_loaded_array_give_identical_tensors(tmp_path):
     assert torch.equal(
         next(check_images(stacked).iter_batches(9, 16)), batches["paths"][[0, 5, 6]]
     )
+
+
+# --------------------------------------------------------------------------- batches
+def _mixed_folder(tmp_path, n=11):
+    rng = np.random.default_rng(1)
+    paths = []
+    for i in range(n):
+        shape = (20 + 3 * i, 31 - i) + (() if i % 3 == 0 else (3,))
+        paths.append(_save(tmp_path / f"{i}.png", rng.integers(0, 256, shape, dtype=np.uint8)))
+    return paths
+
+
+def test_decoding_ahead_on_threads_gives_the_same_batches(tmp_path):
+    images = check_images(_mixed_folder(tmp_path))
+    one_by_one = list(images.iter_batches(4, 16, threads=0))
+    ahead = list(images.iter_batches(4, 16, threads=3))
+    assert [len(b) for b in ahead] == [4, 4, 3]
+    for a, b in zip(one_by_one, ahead, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_decoding_ahead_reports_the_unreadable_image_and_stops_its_threads(tmp_path):
+    import threading
+
+    paths = _mixed_folder(tmp_path)
+    broken = Path(paths[6])
+    broken.write_bytes(broken.read_bytes()[:60])  # the header still reads
+    images = check_images(paths)
+    before = threading.active_count()
+    with pytest.raises(ImageReadError, match="6.png"):
+        for _ in images.iter_batches(2, 16, threads=3):
+            pass
+    assert threading.active_count() == before

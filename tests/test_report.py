@@ -1,5 +1,6 @@
 """The HTML report: what the page carries, its inputs, pictures and all-or-nothing writing."""
 
+import io
 import json
 import re
 
@@ -128,7 +129,8 @@ def test_large_runs_put_pictures_in_a_folder(tmp_path, run, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html", "report_files"]
 
 
-def test_failure_leaves_nothing_half_written(tmp_path, run, monkeypatch):
+@pytest.mark.parametrize("n_jobs", [None, 3])
+def test_failure_leaves_nothing_half_written(tmp_path, run, monkeypatch, n_jobs):
     data, result = run
     monkeypatch.setattr(_page, "EMBED_LIMIT", 4)
     render = _pictures.render
@@ -142,8 +144,31 @@ def test_failure_leaves_nothing_half_written(tmp_path, run, monkeypatch):
 
     monkeypatch.setattr(_pictures, "render", failing)
     with pytest.raises(OSError, match="disk full"):
-        write_report(tmp_path / "report.html", result, data.images, names(16))
+        write_report(tmp_path / "report.html", result, data.images, names(16), n_jobs=n_jobs)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_pictures_drawn_on_threads_are_the_same_and_in_order(tmp_path, run, monkeypatch):
+    data, result = run
+    pages = {}
+    for n_jobs in (1, 3):
+        pages[n_jobs] = payload(
+            write_report(
+                tmp_path / f"r{n_jobs}.html", result, data.images, names(16), n_jobs=n_jobs
+            )
+        )
+        pages[n_jobs].pop("generated")
+    assert pages[1] == pages[3]
+    assert len(set(pages[1]["images"]["thumb"])) == 16  # one distinct picture per image
+    monkeypatch.setattr(_page, "EMBED_LIMIT", 4)  # pictures written as files by the threads
+    for n_jobs in (1, 3):
+        write_report(
+            tmp_path / f"f{n_jobs}" / "r.html", result, data.images, names(16), n_jobs=n_jobs
+        )
+    for i in range(16):
+        for kind in "tmo":
+            one = (tmp_path / "f1" / "r_files" / f"{i}{kind}.jpg").read_bytes()
+            assert one == (tmp_path / "f3" / "r_files" / f"{i}{kind}.jpg").read_bytes()
 
 
 def test_outline_follows_the_thresholded_map():
@@ -153,6 +178,29 @@ def test_outline_follows_the_thresholded_map():
     drawn = _pictures.outline(picture, amap, 0.5)
     changed = np.any(drawn != 0, axis=2)
     assert changed.any() and not changed[0:3, 0:3].any() and not changed[9:11, 9:11].any()
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (2, 3), (31, 47)])
+def test_outline_is_the_boundary_scipy_morphology_finds(shape):
+    from scipy import ndimage
+
+    rng = np.random.default_rng(sum(shape))
+    picture = np.zeros((*shape, 3), dtype=np.uint8)
+    for density in (0.2, 0.6, 0.95, 1.0):
+        region = rng.random(shape) < density
+        edge = region & ~ndimage.binary_erosion(region, border_value=0)
+        edge |= ndimage.binary_dilation(edge) & ~region
+        drawn = _pictures.outline(picture, region.astype(np.float32), 0.5)
+        np.testing.assert_array_equal(np.any(drawn != 0, axis=2), edge)
+
+
+def test_grainy_pictures_encode():
+    # Huffman-optimised encoding (Pillow's optimize=True) failed on such pictures with
+    # "Suspension not allowed here": its buffer holds one byte per pixel.
+    grain = np.random.default_rng(0).integers(0, 256, (224, 320, 3), dtype=np.uint8)
+    data = _pictures.jpeg(grain)
+    assert len(data) > 224 * 320  # more than that buffer would have held
+    assert Image.open(io.BytesIO(data)).size == (320, 224)
 
 
 def test_embedding_is_seeded():

@@ -8,6 +8,7 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+from joblib import effective_n_jobs
 
 from . import _pictures
 from ._payload import build_payload, cluster_ids, payload_json
@@ -51,25 +52,41 @@ def _check(result, images, names, coordinates, target, target_names):
         )
 
 
-def _draw(result, images, names, store, verbose):
-    """Every image's pictures, stored; the lists the payload needs."""
-    from .._utils import progress_bar
+def _draw(result, images, names, store, verbose, n_jobs):
+    """Every image's pictures, stored; the lists the payload needs.
+
+    Each image is drawn and stored on one of ``n_jobs`` threads (decoding,
+    resizing, JPEG encoding and file writing release the GIL); results come
+    back in order, a few images ahead of the one being collected, so memory
+    does not grow with the number of images.
+    """
+    from .._utils import ordered_map, progress_bar
 
     threshold = float(result.region_threshold)
     vmin, vmax = _pictures.colour_scale(result.anomaly_maps, threshold)
-    columns = {key: [] for key in ("thumb", "heat", "original", "width", "height")}
-    bar = progress_bar(len(images), verbose, "report")
-    for i in range(len(images)):
+
+    def draw_and_store(i):
         item = images[i]
         drawn = _pictures.render(item, result.anomaly_maps[i], threshold, vmin, vmax, names[i])
-        columns["width"].append(drawn["width"])
-        columns["height"].append(drawn["height"])
-        columns["thumb"].append(store.put(i, "t", drawn["thumb"]))
-        columns["heat"].append(store.put(i, "m", drawn["heat"]))
         if drawn["original"] is None:
-            columns["original"].append(_pictures.file_url(item))
+            original = _pictures.file_url(item)
         else:
-            columns["original"].append(store.put(i, "o", drawn["original"]))
+            original = store.put(i, "o", drawn["original"])
+        return {
+            "thumb": store.put(i, "t", drawn["thumb"]),
+            "heat": store.put(i, "m", drawn["heat"]),
+            "original": original,
+            "width": drawn["width"],
+            "height": drawn["height"],
+        }
+
+    columns = {key: [] for key in ("thumb", "heat", "original", "width", "height")}
+    bar = progress_bar(len(images), verbose, "report")
+    threads = effective_n_jobs(n_jobs)
+    threads = threads if threads > 1 else 0  # one: drawn in this thread
+    for urls in ordered_map(draw_and_store, len(images), threads, ahead=2 * threads):
+        for key, column in columns.items():
+            column.append(urls[key])
         bar.update(1)
     bar.close()
     if not store.embed:  # the page builds these file names from the index
@@ -113,6 +130,7 @@ def write_report(
     metrics=None,
     settings=None,
     title="Anomaly clustering report",
+    n_jobs=None,
     verbose=False,
 ):
     """Write the HTML report of a run: summary, cluster galleries and the review page.
@@ -150,6 +168,10 @@ def write_report(
     settings : dict, optional
         Run settings, shown in a table (``input`` also identifies the run in reviews).
     title : str, default="Anomaly clustering report"
+    n_jobs : int, default=None
+        Threads drawing the pictures, as in joblib: None means 1 (unless in a
+        :func:`joblib.parallel_config` context), -1 every CPU. The report is
+        the same whatever the number.
     verbose : bool, default=False
         Progress while the pictures are drawn.
 
@@ -184,7 +206,7 @@ def write_report(
     store = _pictures.PictureStore(path, embed=len(images) <= EMBED_LIMIT)
     temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        pictures = _draw(result, images, names, store, verbose)
+        pictures = _draw(result, images, names, store, verbose, n_jobs)
         payload = build_payload(
             result,
             names,

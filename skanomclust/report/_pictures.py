@@ -28,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage
 
 THUMB_SHORT = 224
 THUMB_LONG = 320
@@ -75,18 +74,28 @@ def thumbnail_shape(height, width):
     return max(1, round(height * scale)), max(1, round(width * scale))
 
 
-def to_rgb8(image):
-    """A decoded image (uint8 or float in [0, 1], gray or RGB) as an RGB uint8 array."""
+def to_uint8(image):
+    """A decoded image (uint8 or float in [0, 1], gray or RGB) as uint8, channels kept."""
     image = np.asarray(image)
     if image.dtype != np.uint8:
         image = np.clip(image.astype(np.float32) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    return image
+
+
+def to_rgb8(image):
+    """A decoded image (uint8 or float in [0, 1], gray or RGB) as an RGB uint8 array."""
+    image = to_uint8(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=-1)
     return image
 
 
 def resize(picture, shape):
-    """``picture`` (RGB uint8) resized to ``shape`` (height, width), bilinear."""
+    """``picture`` (uint8, gray or RGB) resized to ``shape`` (height, width), bilinear.
+
+    A gray picture is resized before it is made RGB (:func:`to_rgb8`): the
+    same pixels for a third of the work.
+    """
     if picture.shape[:2] == tuple(shape):
         return picture
     image = Image.fromarray(picture).resize(
@@ -114,17 +123,42 @@ def outline(picture, amap, threshold, colour=OUTLINE_COLOUR):
     region = amap > threshold
     if not region.any():
         return picture
-    edge = region & ~ndimage.binary_erosion(region, border_value=0)
-    edge |= ndimage.binary_dilation(edge) & ~region
+    edge = region & ~_erode(region)
+    edge |= _dilate(edge) & ~region
     out = picture.copy()
     out[edge] = colour
     return out
 
 
+def _erode(mask):
+    """Binary erosion by the 4-neighbour cross, outside the picture counting as background.
+
+    The same as ``scipy.ndimage.binary_erosion(mask, border_value=0)``, written
+    with slices: about 40 times faster on a thumbnail, where scipy's general
+    routine took as long as encoding the picture.
+    """
+    inner = np.zeros_like(mask)
+    inner[1:-1, 1:-1] = (
+        mask[1:-1, 1:-1] & mask[:-2, 1:-1] & mask[2:, 1:-1] & mask[1:-1, :-2] & mask[1:-1, 2:]
+    )
+    return inner
+
+
+def _dilate(mask):
+    """Binary dilation by the 4-neighbour cross (``scipy.ndimage.binary_dilation``)."""
+    grown = mask.copy()
+    grown[1:] |= mask[:-1]
+    grown[:-1] |= mask[1:]
+    grown[:, 1:] |= mask[:, :-1]
+    grown[:, :-1] |= mask[:, 1:]
+    return grown
+
+
 def heat_map(amap, vmin, vmax):
     """An anomaly map in the inferno colours, ``vmin`` black and ``vmax`` pale yellow."""
-    scaled = np.clip((amap - vmin) / max(vmax - vmin, 1e-12), 0.0, 1.0)
-    return LUT[np.rint(scaled * 255).astype(np.intp)]
+    scale = 255.0 / max(vmax - vmin, 1e-12)
+    index = np.clip((amap - vmin) * scale, 0.0, 255.0)
+    return LUT[np.rint(index, out=index).astype(np.uint8)]
 
 
 def colour_scale(anomaly_maps, threshold, max_maps=400):
@@ -145,11 +179,15 @@ def colour_scale(anomaly_maps, threshold, max_maps=400):
 
 
 def jpeg(picture, quality=85):
-    """JPEG bytes; 4:4:4 chroma so that the thin coloured outline stays sharp."""
+    """JPEG bytes; 4:4:4 chroma so that the thin coloured outline stays sharp.
+
+    Not Huffman-optimised: that made the files about 10% smaller but took 1.5-3
+    times as long to encode, and Pillow then encodes into a buffer of one byte
+    per pixel, which a grainy texture at this quality can overflow ("Suspension
+    not allowed here").
+    """
     buffer = io.BytesIO()
-    Image.fromarray(picture).save(
-        buffer, format="JPEG", quality=quality, subsampling=0, optimize=True
-    )
+    Image.fromarray(picture).save(buffer, format="JPEG", quality=quality, subsampling=0)
     return buffer.getvalue()
 
 
@@ -165,15 +203,15 @@ def render(item, amap, threshold, vmin, vmax, name):
     """
     from .._image_decoding import decode_image
 
-    image = to_rgb8(decode_image(item, name))
+    image = to_uint8(decode_image(item, name))
     shape = thumbnail_shape(*image.shape[:2])
-    picture = resize(image, shape)
+    picture = to_rgb8(resize(image, shape))
     big_map = resize_map(amap, shape)
     original = None
     if not isinstance(item, (str, os.PathLike)):
         height, width = image.shape[:2]
         scale = min(1.0, ORIGINAL_LONG / max(height, width))
-        original = jpeg(resize(image, (round(height * scale), round(width * scale))), 90)
+        original = jpeg(to_rgb8(resize(image, (round(height * scale), round(width * scale)))), 90)
     return {
         "thumb": jpeg(outline(picture, big_map, threshold)),
         "heat": jpeg(heat_map(big_map, vmin, vmax), 80),
