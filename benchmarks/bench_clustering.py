@@ -8,7 +8,10 @@ included) built from the features and the default localizer's maps that
 ``bench_views.py`` caches (``--cache``, computed there once per protocol and
 seed), clustered at the protocol's true k by
 
-- ``ward``: :class:`skanomclust.WardClustering` (the default);
+- ``ward``: :class:`skanomclust.WardClustering`, one Ward clustering (the
+  paper's, and this package's default before 0.3);
+- ``consensus ward (50)``: ``WardClustering(n_resamples=50)``, the consensus
+  of 50 Ward clusterings of random 80% subsets (the default since 0.3);
 - ``ward + k-means``: k-means started from Ward's cluster means (one run);
 - ``k-means (10 starts)``: k-means++ with ten starts, seeded;
 - ``PCA 32 + ward``: Ward on the 32 leading principal components;
@@ -24,7 +27,7 @@ Usage::
     python benchmarks/bench_clustering.py [--seeds 0 1 2 3 4 5] [--protocols ...]
         [--cache benchmarks/.views_cache] [--output benchmarks/results/clustering_choice.json]
 
-About a minute on this 2-core machine once the cache exists (building the
+About four minutes on this 2-core machine once the cache exists (building the
 cache is ``bench_views.py``'s job: about 25 minutes per three seeds).
 """
 
@@ -45,6 +48,9 @@ def partitions(descriptors, k, seed):
     means = np.stack([descriptors[ward == c].mean(0) for c in range(k)])
     return {
         "ward": ward,
+        "consensus ward (50)": WardClustering(
+            n_clusters=k, n_resamples=50, random_state=seed
+        ).fit_predict(descriptors),
         "ward + k-means": KMeans(k, init=means, n_init=1).fit_predict(descriptors),
         "k-means (10 starts)": KMeans(k, n_init=10, random_state=seed).fit_predict(descriptors),
         "PCA 32 + ward": WardClustering(n_clusters=k).fit_predict(

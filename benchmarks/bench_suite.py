@@ -19,9 +19,9 @@ computed once per set; they do not depend on the seed):
 - ``default``: ``make_blind_pipeline(k)``;
 - ``default - X``: the default with one of this package's additions off
   (appearance view, normality gate, mixture gate -> Otsu gate, position
-  baseline -> the paper's frame, FCA projection -> every channel);
-- ``default + contrastive`` / ``default + consensus``: the default with the
-  contrastive step, or with the resampled-consensus Ward (``n_resamples=50``);
+  baseline -> the paper's frame, FCA projection -> every channel, consensus
+  of 50 resampled Ward clusterings -> one Ward clustering);
+- ``default + contrastive``: the default with the contrastive step;
 - ``default, k auto``: the default with ``n_clusters="auto"`` (the chosen k
   is stored).
 
@@ -64,6 +64,7 @@ from skanomclust.contract import split_localizer_output
 from skanomclust.datasets import load_texture_folder, make_synthetic_textures
 from skanomclust.metrics import clustering_report
 from skanomclust.nn import postprocess_anomaly_maps
+from skanomclust.pipeline import PRESETS
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 PROTOCOLS = {
@@ -115,8 +116,11 @@ def score(target, labels):
 def run_seed(name, features, target, k, seed, timings, quick):
     rows = {}
 
+    def clustering_of(preset, n_clusters=k):
+        return WardClustering(n_clusters, **PRESETS[preset]["clustering"], random_state=seed)
+
     def record(row, descriptors, stages, clustering=None):
-        clustering = clustering or WardClustering(n_clusters=k, random_state=seed)
+        clustering = clustering or clustering_of("default")
         with stage(timings, f"{row}: clustering"):
             labels = clustering.fit_predict(descriptors)
         rows[row] = {
@@ -142,7 +146,7 @@ def run_seed(name, features, target, k, seed, timings, quick):
         "default, k auto",
         default,
         [*base, "pooling (default)"],
-        WardClustering(n_clusters="auto", random_state=seed),
+        clustering_of("default", "auto"),
     )
     for row, params in ABLATIONS.items():
         with stage(timings, f"{row}: pooling"):
@@ -150,14 +154,14 @@ def run_seed(name, features, target, k, seed, timings, quick):
                 localized
             )
         record(row, descriptors, [*base, f"{row}: pooling"])
-    if quick:
-        return rows
     record(
-        "default + consensus",
+        "default - consensus (one Ward clustering)",
         default,
         [*base, "pooling (default)"],
-        WardClustering(n_clusters=k, n_resamples=50, random_state=seed),
+        WardClustering(n_clusters=k, random_state=seed),
     )
+    if quick:
+        return rows
     with stage(timings, "contrastive (default)"):
         descriptors = ContrastiveRefiner(random_state=seed).fit_transform(localized)
     record("default + contrastive", descriptors, [*base, "contrastive (default)"])
@@ -182,12 +186,12 @@ def run_seed(name, features, target, k, seed, timings, quick):
         descriptors = ContrastiveRefiner(
             "kmeans", threshold_clusters=k, appearance_weight=0.0, gate=None, random_state=seed
         ).fit_transform(framed)
-    record("paper", descriptors, [*base, "paper: contrastive"])
+    record("paper", descriptors, [*base, "paper: contrastive"], clustering_of("paper"))
     with stage(timings, "paper w/o CL: pooling"):
         descriptors = AnomalyWeightedPooling(
             appearance_weight=0.0, gate=None, blur_sigma=2.0
         ).fit_transform(framed)
-    record("paper w/o CL", descriptors, [*base, "paper w/o CL: pooling"])
+    record("paper w/o CL", descriptors, [*base, "paper w/o CL: pooling"], clustering_of("paper"))
     return rows
 
 

@@ -112,6 +112,20 @@ def test_resampled_consensus_is_seeded_and_recovers_clear_clusters():
     np.testing.assert_array_equal(a.predict(X), a.labels_)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_resampled_consensus_keeps_an_elongated_cluster_whole(seed):
+    # A thin line and a blob beside its tip: Ward on all samples separates them, and
+    # so must the consensus. Assigning the samples left out of a subset to the nearest
+    # centroid gave the line's tip to the blob (ARI .89-.91 on these seeds).
+    rng = np.random.default_rng(0)
+    line = np.c_[np.linspace(0, 5, 200), rng.normal(0, 0.05, 200)]
+    blob = rng.normal(0, 0.2, (100, 2)) + [7.0, 1.0]
+    X, y = np.r_[line, blob], np.repeat([0, 1], [200, 100])
+    assert adjusted_rand_score(y, WardClustering(n_clusters=2).fit(X).labels_) == 1.0
+    model = WardClustering(n_clusters=2, n_resamples=20, random_state=seed).fit(X)
+    assert adjusted_rand_score(y, model.labels_) == 1.0
+
+
 def test_estimate_caps_k_by_samples():
     X = np.array([[0.0, 0.0], [0.0, 0.1], [5.0, 0.0], [5.0, 0.1], [0.0, 5.0], [0.1, 5.0]])
     k, scores = estimate_n_clusters(X, max_clusters=10, criterion="silhouette", random_state=0)
