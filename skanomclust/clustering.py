@@ -34,14 +34,14 @@ def _resampled_consensus(X, n_clusters, n_resamples, fraction, rng):
 
     The nearest subset sample, rather than the nearest cluster centroid,
     keeps the shape of Ward's clusters: elongated clusters lose their tips to
-    a neighbouring centroid (on X-SDD, NMI .774 with centroids against .836,
-    six seeds; ``benchmarks/results/suite.md``).
+    a neighbouring centroid (figures in the user guide, "Why the clustering
+    is a consensus").
     """
     n = len(X)
     size = max(n_clusters, int(round(fraction * n)))
     # Every subset's Ward tree reads its pairs from one condensed distance
     # matrix: the same tree as linkage(X[subset], "ward") without recomputing
-    # the distances each time (three times faster on MTD's descriptors).
+    # the distances each time (about twice as fast at MTD's size).
     distances = pdist(X)
     first, second = np.triu_indices(size, k=1)
     votes = np.empty((n_resamples, n), dtype=np.intp)
@@ -94,8 +94,8 @@ class WardClustering(ClusterMixin, BaseEstimator):
         clusterings of random subsets (:func:`_resampled_consensus`), steadier
         under small changes of the descriptors; 0 is plain Ward.
         :func:`~skanomclust.make_blind_pipeline` uses 50 (it costs about 50
-        Ward clusterings of 80% of the samples: 5 s for MTD's 1344 images on
-        two CPU cores, against 0.3 s for one).
+        Ward clusterings of 80% of the samples: 2.9 s for MTD's 1344 images on
+        two CPU cores, against 0.4 s for one).
     resample_fraction : float, default=0.8
         Share of the samples in each subset.
     random_state : int, RandomState instance or None, default=None
