@@ -214,6 +214,16 @@ def test_fca_other_patch_sizes(generator, patch_size, shape):
     assert (result - loop_fca(x, patch_size=patch_size, sigma_p=2.0)).abs().max() < 1e-5
 
 
+@pytest.mark.parametrize("patch_size, shape", [(3, (1, 3, 5, 8)), (17, (1, 2, 7, 6))])
+def test_fca_ties_in_small_and_wide_counts(generator, patch_size, shape):
+    # Only half of the offsets are compared; the other half are read as the
+    # complements of their mirrors, which must still break ties by position,
+    # in 8-bit counts (3 x 3) and in 32-bit counts (17 x 17).
+    x = torch.randint(0, 2, shape, generator=generator).float()
+    result = feature_correspondence_analysis(x, patch_size=patch_size, sigma_p=2.0)
+    assert (result - loop_fca(x, patch_size=patch_size, sigma_p=2.0)).abs().max() < 1e-5
+
+
 @pytest.mark.parametrize(
     "shape", [(1, 3, 1, 1), (1, 3, 3, 3), (2, 3, 5, 6), (1, 2, 1, 9), (2, 2, 2, 2)]
 )

@@ -137,6 +137,94 @@ def _patch_operator(patch_size, sigma_p, blur_kernel, blur_sigma, dtype, device)
     return (window * blur).to(device=device, dtype=dtype)
 
 
+def _box_sums(terms: list, patch_size: int, like: torch.Tensor) -> list:
+    """Sums of ``patch_size`` consecutive terms, for every start, by running sums.
+
+    ``terms`` holds, per offset, ``(counts, complemented)``: the indicator is
+    ``counts``, or ``1 - counts`` when ``complemented`` (an earlier offset,
+    read from the indicator of its mirror), or zero when ``counts`` is None
+    (the pixel itself). Counts wrap around in ``uint8`` while a sum is being
+    updated, but every finished sum is a count of at most ``patch_size``, so
+    the wrap-around cancels out.
+    """
+
+    def apply(running, term, adding, out_of_place=False):
+        counts, complemented = term
+        if counts is None:
+            return running, 0
+        subtract = complemented == adding  # adding 1 - counts, or taking counts away
+        if out_of_place:
+            running = running - counts if subtract else running + counts
+        elif subtract:
+            running.sub_(counts)
+        else:
+            running.add_(counts)
+        return running, ((1 if adding else -1) if complemented else 0)
+
+    running, constant = torch.zeros_like(like), 0
+    for dx in range(patch_size):
+        constant += apply(running, terms[dx], True)[1]
+    if constant:
+        running.add_(constant)
+    sums = [running]
+    for start in range(1, patch_size):
+        # The entering offset is never the pixel itself (that one is in every box).
+        running, change = apply(running, terms[start + patch_size - 1], True, out_of_place=True)
+        change += apply(running, terms[start - 1], False)[1]
+        if change:
+            running.add_(change)
+        sums.append(running)
+    return sums
+
+
+def _precedence_counts(padded: torch.Tensor, patch_size: int) -> list:
+    """Box sums of "the pixel at this offset precedes me" indicators.
+
+    Returns ``sums[dy][ax]`` of shape ``(c, hp * wp)`` (rows of the padded
+    map one after the other): at each pixel, the number of offsets ``(dy -
+    span, dx - span)`` with ``ax <= dx < ax + patch_size`` whose pixel
+    precedes it (smaller, or equal and earlier in row-major order).
+
+    The map is read as one flat row per channel, so every offset is one
+    contiguous shifted slice (pixels that wrap onto the next row, or fall
+    outside the map, give indicators that no neighbourhood reads). Whether
+    the pixel at ``q - d`` precedes ``q`` is the complement of whether ``q``
+    precedes ``q - d``, that is of the indicator of the mirrored offset ``d``
+    read ``d`` pixels earlier: only the later half of the offsets is
+    compared, and each of them serves its mirror row too.
+    """
+    channels, hp, wp = padded.shape
+    span = patch_size - 1
+    size = hp * wp
+    narrow = patch_size * (patch_size + 1) <= 255  # every box sum stays below 256
+    margin = span * wp + span  # the largest shift
+    extended = F.pad(padded.reshape(channels, size), (margin, margin))
+    like = padded.new_empty((channels, size), dtype=torch.uint8 if narrow else torch.int32)
+    sums = [None] * (2 * span + 1)
+    for dy in range(span, 2 * span + 1):
+        later, earlier = [], []  # this row's terms; its mirror row's, by decreasing dx
+        for dx in range(2 * span + 1):
+            shift = (dy - span) * wp + (dx - span)
+            if shift <= 0:  # row ``span`` only: the pixel itself and earlier offsets
+                later.append((None, False))
+                continue
+            # entry j: is pixel j smaller than pixel j - shift, which comes first?
+            precedes = (
+                extended[:, margin : margin + size + shift]
+                < extended[:, margin - shift : margin + size]
+            )
+            counts = precedes.view(torch.uint8) if narrow else precedes.to(torch.int32)
+            later.append((counts[:, shift : shift + size], False))
+            earlier.append((counts[:, :size], True))
+        if dy == span:
+            terms = [earlier[span - 1 - dx] for dx in range(span)] + later[span:]
+            sums[dy] = _box_sums(terms, patch_size, like)
+        else:
+            sums[dy] = _box_sums(later, patch_size, like)
+            sums[2 * span - dy] = _box_sums(earlier[::-1], patch_size, like)
+    return sums
+
+
 def _rank_differences(
     padded: torch.Tensor, reference: torch.Tensor, patch_size: int, groups: int = 1
 ) -> torch.Tensor:
@@ -170,40 +258,14 @@ def _rank_differences(
     whole map and shared by every neighbourhood that holds both pixels. The
     rank of position ``k`` is then the sum of these indicators over a
     ``patch_size`` x ``patch_size`` box of offsets, done with running sums
-    (first along x, then along y) on small integer maps. This is several times
-    faster than sorting on the CPU and gives the same ranks.
+    (first along x, then along y) on small integer maps; only half of the
+    offsets need a comparison (:func:`_precedence_counts`). This is several
+    times faster than sorting on the CPU and gives the same ranks.
     """
     channels, hp, wp = padded.shape
     span = patch_size - 1  # largest |offset| between two pixels of a neighbourhood
     h, w = hp - span, wp - span
-    offsets = 2 * span + 1
-    narrow = patch_size * (patch_size + 1) <= 255  # running sums stay below 256
-
-    def as_counts(mask):
-        counts = mask.view(torch.uint8)
-        return counts if narrow else counts.to(torch.int32)
-
-    # Pixels outside the padded map are never in a neighbourhood; their
-    # indicators are computed (against zeros) and never read.
-    extended = F.pad(padded, (span, span, span, span))
-    window_sums = []  # [offset row dy][box start ax] -> (c, hp, wp) counts
-    for dy in range(offsets):
-        precedes = []
-        for dx in range(offsets):
-            other = extended[:, dy : dy + hp, dx : dx + wp]
-            # Row-major earlier positions win ties: they count when merely equal.
-            earlier = (dy, dx) < (span, span)
-            precedes.append(as_counts(other <= padded if earlier else other < padded))
-        running = precedes[0] + precedes[1] if patch_size > 1 else precedes[0].clone()
-        for dx in range(2, patch_size):
-            running += precedes[dx]
-        row = [running]
-        for ax in range(1, patch_size):
-            running = running + precedes[ax + span]
-            running -= precedes[ax - 1]
-            row.append(running)
-        window_sums.append(row)
-
+    window_sums = _precedence_counts(padded, patch_size)  # [offset row dy][box start ax]
     differences = padded.new_empty((groups, patch_size, patch_size, h * w))
     # reference[c, rank] read as flat[c * area + rank]: int32 indices built in
     # one add from the small counts (gather would need an int64 copy of them).
@@ -213,9 +275,10 @@ def _rank_differences(
         0, channels * area, area, dtype=torch.int32, device=padded.device
     ).view(channels, 1, 1)
     for ax in range(patch_size):
-        running = window_sums[0][ax].clone()
-        for dy in range(1, patch_size):
-            running += window_sums[dy][ax]
+        column = [window_sums[dy][ax] for dy in range(patch_size)]
+        running = column[0] + column[1] if patch_size > 1 else column[0].clone()
+        for counts in column[2:]:
+            running += counts
         for ay in range(patch_size):
             if ay:
                 running = running + window_sums[ay + span][ax]
@@ -223,7 +286,8 @@ def _rank_differences(
             # The box of offsets starting at (ay, ax) is the neighbourhood seen
             # from position (ky, kx); that position holds pixel p + (ky, kx).
             ky, kx = span - ay, span - ax
-            index = running[:, ky : ky + h, kx : kx + w] + channel_offsets
+            index = running.view(channels, hp, wp)[:, ky : ky + h, kx : kx + w]
+            index = index + channel_offsets
             matched = flat_reference.index_select(0, index.view(-1)).view(channels, h, w)
             gaps = (padded[:, ky : ky + h, kx : kx + w] - matched).abs_()
             differences[:, ky, kx] = gaps.view(groups, channels // groups, h * w).sum(dim=1)
@@ -235,10 +299,16 @@ def _auto_channel_chunk(h: int, w: int, patch_size: int, itemsize: int, device) 
     span = patch_size - 1
     count_bytes = 1 if patch_size * (patch_size + 1) <= 255 else 4
     padded_area = (h + span) * (w + span)
+    margin = span * (w + span) + span  # see _precedence_counts
     per_channel = (
-        padded_area * count_bytes * ((2 * span + 1) * (patch_size + 1) + 2)  # indicators, sums
-        + (padded_area + (h + 3 * span) * (w + 3 * span)) * itemsize  # padded, zero-extended
-        + h * w * (8 + 3 * itemsize)  # input, ranks as int64, matched values, differences
+        # box sums of every offset row, indicators of one pair of mirrored rows
+        count_bytes
+        * (
+            padded_area * ((2 * span + 1) * patch_size + 1)
+            + (2 * span + 1) * (padded_area + margin)
+        )
+        + (2 * padded_area + 2 * margin) * itemsize  # padded, zero-extended
+        + h * w * (8 + 3 * itemsize)  # input, ranks as int32, matched values, differences
     )
     # Measured peaks (ru_maxrss) run about 25% above this count: temporaries.
     budget = _CHUNK_BYTES.get(torch.device(device).type, _CHUNK_BYTES_ACCELERATOR)
