@@ -68,9 +68,25 @@ def stage(record: dict, name: str):
     )
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor()
+
+
 def machine() -> dict:
+    # Machines of the same kind differ in processor and vector instructions from
+    # session to session: these change the timings and the float rounding of the
+    # backbone (and so, slightly, the labels), so results record them.
     return {
         "platform": platform.platform(),
+        "cpu_model": _cpu_model(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
