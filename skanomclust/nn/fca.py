@@ -148,31 +148,29 @@ def _box_sums(terms: list, patch_size: int, like: torch.Tensor) -> list:
     the wrap-around cancels out.
     """
 
-    def apply(running, term, adding, out_of_place=False):
+    def add(running, term, sign, out_of_place=False):
         counts, complemented = term
         if counts is None:
-            return running, 0
-        subtract = complemented == adding  # adding 1 - counts, or taking counts away
-        if out_of_place:
-            running = running - counts if subtract else running + counts
-        elif subtract:
-            running.sub_(counts)
-        else:
-            running.add_(counts)
-        return running, ((1 if adding else -1) if complemented else 0)
+            return running
+        if complemented == (sign > 0):  # adding 1 - counts, or taking counts away
+            return running - counts if out_of_place else running.sub_(counts)
+        return running + counts if out_of_place else running.add_(counts)
 
-    running, constant = torch.zeros_like(like), 0
+    # The constant part of the complemented terms, added once per box.
+    ones = [int(counts is not None and complemented) for counts, complemented in terms]
+    running = torch.zeros_like(like)
     for dx in range(patch_size):
-        constant += apply(running, terms[dx], True)[1]
-    if constant:
-        running.add_(constant)
+        add(running, terms[dx], +1)
+    if sum(ones[:patch_size]):
+        running.add_(sum(ones[:patch_size]))
     sums = [running]
     for start in range(1, patch_size):
+        enter, leave = start + patch_size - 1, start - 1
         # The entering offset is never the pixel itself (that one is in every box).
-        running, change = apply(running, terms[start + patch_size - 1], True, out_of_place=True)
-        change += apply(running, terms[start - 1], False)[1]
-        if change:
-            running.add_(change)
+        running = add(running, terms[enter], +1, out_of_place=True)
+        add(running, terms[leave], -1)
+        if ones[enter] != ones[leave]:
+            running.add_(ones[enter] - ones[leave])
         sums.append(running)
     return sums
 
