@@ -17,7 +17,10 @@ Meant for a GPU machine, in under 5 minutes (``--data`` is a copy of MTD, since
         --data data/mtd/magnetic_tile
 
 On a CPU-only machine, ``--device cpu --quick`` checks that the script runs
-(synthetic images). Writes ``benchmarks/results/device_<device>.json`` and ``.md``.
+(synthetic images). glibc's allocator is set as a whole job sets it
+(:func:`skanomclust.run.cluster_images`, the command line); ``--malloc default``
+leaves it as a bare Python process has it (the estimators alone).
+Writes ``benchmarks/results/device_<device>.json`` and ``.md``.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import torch
 from _common import MTD, RESULTS, machine, write_markdown
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from skanomclust._torch import keep_freed_blocks_for_reuse
 from skanomclust.datasets import load_texture_folder, make_synthetic_textures
 from skanomclust.nn.localization import localize_images
 from skanomclust.nn.vae_training import train_pixel_vae
@@ -114,20 +118,35 @@ def main():
         "--repeat", action="store_true", help="refit at the first size: are the labels the same?"
     )
     parser.add_argument("--quick", action="store_true", help="synthetic images, 64 px")
+    parser.add_argument(
+        "--malloc",
+        choices=("job", "default"),
+        default="job",
+        help="glibc's allocator as cluster_images and the command line set it (job), "
+        "or as a bare Python process has it (default)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
+    if args.malloc == "job":
+        keep_freed_blocks_for_reuse()
     if args.quick:
         data = make_synthetic_textures(random_state=0)
         items, target, k, sizes = list(data.images), data.target, 6, [64]
     else:
         data = load_texture_folder(args.data, load_masks=False)
         items, target, k, sizes = data.filenames, data.target, 6, args.sizes
-    results = {"machine": machine(), "device": args.device, "n_images": len(items), "sizes": {}}
+    results = {
+        "machine": machine(),
+        "device": args.device,
+        "malloc": args.malloc,
+        "n_images": len(items),
+        "sizes": {},
+    }
     if args.device.startswith("cuda"):
         results["device_name"] = torch.cuda.get_device_name()
     lines = [
         f"**Default pipeline on {'synthetic' if args.quick else 'MTD'} "
-        f"({len(items)} images), device {args.device}, seed 0**",
+        f"({len(items)} images), device {args.device}, seed 0, malloc {args.malloc}**",
         "",
         "| size | stage | seconds | peak device MB |",
         "|---|---|---|---|",

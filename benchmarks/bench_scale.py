@@ -30,7 +30,8 @@ Measurements, for each N, each in a fresh Python process:
   (assigned images / streaming seconds), NMI against the class folders;
 - ``bare features``: ``TextureFeatureExtractor(image_size, dtype="float16")``
   ``.transform`` over the same files in chunks of ``--chunk-size``, results
-  dropped (the first ``--bare-max`` files, default all);
+  dropped (the first ``--bare-max`` files, default all), with glibc's
+  allocator set as ``cluster_images`` sets it (since 0.3.2);
 
 with the peak RSS of the process (its ``VmHWM``; ``os.wait4``'s ``ru_maxrss``,
 which also counts the parent's RSS at the fork, is kept as ``ru_maxrss_mb``).
@@ -233,6 +234,10 @@ def child_cluster(args):
 def child_bare(args):
     """In a fresh process: the feature extractor over the listed files, in chunks."""
     from skanomclust import TextureFeatureExtractor
+    from skanomclust._torch import keep_freed_blocks_for_reuse
+
+    # The floor under the same allocator settings as cluster_images (see its Notes).
+    keep_freed_blocks_for_reuse()
 
     files = Path(args.files).read_text().splitlines()
     extractor = TextureFeatureExtractor(

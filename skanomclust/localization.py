@@ -247,7 +247,8 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         if self.mode in ("vae_fca", "vae"):
             bar = progress_bar(self.n_steps, self.verbose, "VAE", unit="step")
             # On an accelerator the features go there once and the sampled pixels are
-            # gathered there; on the CPU they are used where they are (no copy).
+            # gathered there; the training reads them through one pixel-major copy
+            # when memory allows (see train_pixel_vae).
             self.vae_, self.loss_curve_ = train_pixel_vae(
                 torch.from_numpy(features).to(device),
                 n_steps=self.n_steps,

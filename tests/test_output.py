@@ -228,7 +228,10 @@ def _child(tmp_path, body):
     """A Python child that loads _output alone (no torch: starts in a fraction of a second)."""
     script = textwrap.dedent(
         f"""
-        import importlib.util, sys, time
+        import importlib.util, signal, sys, time
+        # Ctrl-C as in an interactive shell, even when the tests were started with
+        # SIGINT ignored (in the background of a script, or under nohup).
+        signal.signal(signal.SIGINT, signal.default_int_handler)
         spec = importlib.util.spec_from_file_location("_output", {str(OUTPUT_MODULE)!r})
         _output = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(_output)

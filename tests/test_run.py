@@ -90,6 +90,15 @@ def test_result_holds_everything_a_report_needs(images, sampled):
     assert {"features", "localizer", "clustering", "assign: features"} <= set(result.timings)
 
 
+def test_whole_jobs_tune_the_allocator_for_batch_loops(images, sampled, monkeypatch):
+    calls = []
+    monkeypatch.setattr(run_module, "keep_freed_blocks_for_reuse", lambda: calls.append(1))
+    assign_images(sampled[0].model, images[:2])
+    assert calls == [1]
+    _run(images[:4], sample_size=4)
+    assert calls == [1, 1]
+
+
 def test_fits_on_the_sample_and_assigns_the_rest(images, sampled):
     result, _, _ = sampled
     sample = result.sample_indices

@@ -408,6 +408,63 @@ def test_malloc_trim_is_found_exactly_on_glibc():
     assert (_torch._malloc_trim() is not None) == on_glibc
 
 
+class _FakeLibc:
+    """A C library whose ``mallopt`` accepts the listed mmap thresholds and any trim threshold."""
+
+    def __init__(self, accepted_mmap_thresholds):
+        self.accepted, self.calls = accepted_mmap_thresholds, []
+
+    def mallopt(self, parameter, value):
+        self.calls.append((parameter, value))
+        return int(parameter != _torch._M_MMAP_THRESHOLD or value in self.accepted)
+
+
+@pytest.mark.parametrize(
+    "accepted, expected_calls, expected",
+    [
+        ([48 << 20], [(-3, 48 << 20), (-1, 256 << 20)], True),
+        # older glibc releases refuse mmap thresholds above 32 MiB: take the largest they allow
+        ([32 << 20], [(-3, 48 << 20), (-3, 32 << 20), (-1, 256 << 20)], True),
+        # the trim threshold alone would switch the adaptive mmap threshold off: not set
+        ([], [(-3, 48 << 20), (-3, 32 << 20)], False),
+    ],
+)
+def test_keep_freed_blocks_sets_the_mmap_threshold_before_the_trim_threshold(
+    monkeypatch, accepted, expected_calls, expected
+):
+    libc = _FakeLibc(accepted)
+    monkeypatch.setattr(_torch.ctypes, "CDLL", lambda name: libc)
+    _torch.keep_freed_blocks_for_reuse.cache_clear()
+    try:
+        assert _torch.keep_freed_blocks_for_reuse() is expected
+        assert _torch.keep_freed_blocks_for_reuse() is expected  # once per process
+        assert libc.calls == expected_calls
+    finally:
+        _torch.keep_freed_blocks_for_reuse.cache_clear()
+
+
+def test_keep_freed_blocks_does_nothing_without_mallopt(monkeypatch):
+    def no_library(name):
+        raise OSError("no C library")
+
+    _torch.keep_freed_blocks_for_reuse.cache_clear()
+    try:
+        monkeypatch.setattr(_torch.ctypes, "CDLL", no_library)
+        assert _torch.keep_freed_blocks_for_reuse() is False
+        _torch.keep_freed_blocks_for_reuse.cache_clear()
+        monkeypatch.setattr(_torch.ctypes, "CDLL", lambda name: object())  # no mallopt
+        assert _torch.keep_freed_blocks_for_reuse() is False
+    finally:
+        _torch.keep_freed_blocks_for_reuse.cache_clear()
+
+
+def test_keep_freed_blocks_is_set_exactly_on_glibc():
+    import platform
+
+    on_glibc = platform.libc_ver()[0] == "glibc"
+    assert _torch.keep_freed_blocks_for_reuse() is on_glibc
+
+
 def test_loading_a_gpu_model_without_the_gpu_warns_once(
     make_tiny_pipeline, tiny_textures, tmp_path, monkeypatch
 ):

@@ -231,6 +231,40 @@ def test_sampling_never_reads_beyond_the_tensor():
     assert all(math.isfinite(v) for v in history)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pixel_major_gather_trains_the_same_weights(monkeypatch, generator, dtype):
+    # Training gathers pixels from a pixel-major copy when it fits in memory, and
+    # from the (n, C, h, w) features otherwise: the same vectors, so the same weights.
+    from skanomclust.nn import vae_training
+
+    features = (3 * torch.rand(3, 6, 5, 7, generator=generator)).to(dtype)
+    rows = vae_training._pixel_rows(features)
+    assert rows is not None and rows.shape == (3 * 5 * 7, 6)
+    assert torch.equal(rows[(2 * 5 + 4) * 7 + 1], features[2, :, 4, 1])
+    vae_a, history_a = train(features, seed=1, n_steps=20, pixels_per_step=32)
+    monkeypatch.setattr(vae_training, "_COPY_SHARE_OF_AVAILABLE", 0.0)
+    assert vae_training._pixel_rows(features) is None
+    vae_b, history_b = train(features, seed=1, n_steps=20, pixels_per_step=32)
+    assert history_a == history_b
+    for pa, pb in zip(vae_a.parameters(), vae_b.parameters(), strict=True):
+        assert torch.equal(pa, pb)
+    # Features already channels-last in memory are read in place, whatever the budget.
+    in_place = features.contiguous(memory_format=torch.channels_last)
+    assert vae_training._pixel_rows(in_place).data_ptr() == in_place.data_ptr()
+    monkeypatch.setattr(vae_training, "_available_memory", lambda device: None)
+    assert vae_training._pixel_rows(features) is None
+    vae_c, history_c = train(in_place, seed=1, n_steps=20, pixels_per_step=32)
+    assert history_c == history_a
+
+
+def test_available_memory_on_the_cpu():
+    from skanomclust.nn import vae_training
+
+    available = vae_training._available_memory(torch.device("cpu"))
+    assert available is None or available > 0
+    assert vae_training._available_memory(torch.device("meta")) is None
+
+
 def test_progress_hook_and_bar(generator):
     features = torch.rand(2, 3, 4, 4, generator=generator)
     steps = []
