@@ -116,12 +116,13 @@ def release_freed_memory() -> None:
 
 # glibc's mallopt parameters (malloc.h) and the values set by keep_freed_blocks_for_reuse.
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-# Blocks up to 48 MiB (a batch's backbone activations at 256 px) come from the
-# heap; larger ones (a chunk's features: 100 MiB at 256 px) stay separate
-# mappings, since long-lived large blocks in the heap fragmented it: with a
-# 256 MiB threshold the peak memory of a streaming run crept up with the
-# number of images (1385 -> 1601 MB over 3000 images), with 48 MiB it stayed
-# flat. Up to 256 MiB of free heap top is kept between batches.
+# Blocks up to 48 MiB (a batch's first backbone activations at 256 px) come
+# from the heap. Larger thresholds, which also took the 100 MiB expanded
+# activations into the heap, were a little faster but let the peak memory of
+# a streaming run creep up with the number of images (1385 -> 1601 MB over
+# 3000 images with 256 MiB; 1393 -> 1564 MB with 128 MiB: presumably heap
+# fragmentation); with 48 MiB it stayed flat. Up to 256 MiB of free heap top
+# is kept between batches.
 _MMAP_THRESHOLD_BYTES = 48 * 2**20
 _TRIM_THRESHOLD_BYTES = 256 * 2**20
 _OLD_GLIBC_MMAP_LIMIT = 32 * 2**20  # mallopt(3)'s limit on 64-bit, kept by older glibc releases
