@@ -94,13 +94,18 @@ def module_device(module: torch.nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def _c_function(name: str):
+    """A function of the process's C library, or None (not there, or no C library found)."""
+    try:
+        return getattr(ctypes.CDLL(None), name)
+    except (AttributeError, OSError, TypeError):
+        return None
+
+
 @functools.cache
 def _malloc_trim():
     """glibc's ``malloc_trim``, or None (another C library, or no C library found)."""
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (AttributeError, OSError, TypeError):
-        return None
+    return _c_function("malloc_trim")
 
 
 def release_freed_memory() -> None:
@@ -140,9 +145,8 @@ def keep_freed_blocks_for_reuse() -> bool:
     measured gain and the peak memory. Not glibc (or no C library found):
     nothing is changed and False is returned.
     """
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (AttributeError, OSError, TypeError):
+    mallopt = _c_function("mallopt")
+    if mallopt is None:
         return False
     # The trim threshold alone would also switch off glibc's adaptive mmap
     # threshold (every block above 128 kB mapped afresh): set it only after
