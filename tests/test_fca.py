@@ -1,11 +1,14 @@
 """Tests of skanomclust.nn.fca against deliberately simple loop implementations."""
 
+import sys
+
 import numpy as np
 import pytest
 import torch
 import torchvision.transforms.functional as TF
 
 from skanomclust.nn import (
+    fca,
     fca_reference,
     feature_correspondence_analysis,
     gaussian_blur,
@@ -15,6 +18,8 @@ from skanomclust.nn import (
 )
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+# numba is a dependency: the compiled CPU kernel is tested, never skipped.
+IMPLEMENTATIONS = ["torch", "numba"]
 
 
 @pytest.fixture
@@ -174,31 +179,34 @@ def test_fca_reference_is_per_image(generator):
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 9), (1, 4, 10, 10), (2, 2, 8, 13), (1, 2, 11, 7)])
-def test_fca_matches_loop(generator, shape):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_matches_loop(generator, implementation, shape):
     x = torch.rand(shape, generator=generator)
-    result = feature_correspondence_analysis(x)
+    result = feature_correspondence_analysis(x, implementation=implementation)
     assert result.shape == (shape[0], *shape[2:]) and result.dtype == torch.float32
     assert (result - loop_fca(x)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("per_image", [False, True])
-def test_fca_matches_loop_with_given_reference(generator, per_image):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_matches_loop_with_given_reference(generator, implementation, per_image):
     x = torch.rand(2, 3, 9, 12, generator=generator)
     shape = (2, 3, 49) if per_image else (3, 49)
     reference = torch.sort(torch.rand(shape, generator=generator) * 1.5, dim=-1).values
-    result = feature_correspondence_analysis(x, reference=reference)
+    result = feature_correspondence_analysis(x, reference=reference, implementation=implementation)
     assert (result - loop_fca(x, reference=reference)).abs().max() < 1e-5
 
 
-def test_fca_matches_loop_with_ties_and_other_settings(generator):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_matches_loop_with_ties_and_other_settings(generator, implementation):
     # Few distinct values: ranks of equal values must be broken as a stable sort does.
     x = torch.randint(0, 3, (2, 3, 9, 10), generator=generator).float()
-    result = feature_correspondence_analysis(x)
+    result = feature_correspondence_analysis(x, implementation=implementation)
     assert (result - loop_fca(x)).abs().max() < 1e-5
     x = torch.rand(1, 2, 8, 9, generator=generator)
     kwargs = {"patch_size": 5, "sigma_p": 1.5}
     result = feature_correspondence_analysis(
-        x, **kwargs, patch_blur_kernel=3, patch_blur_sigma=0.7
+        x, **kwargs, patch_blur_kernel=3, patch_blur_sigma=0.7, implementation=implementation
     )
     expected = loop_fca(x, **kwargs, blur_kernel=3, blur_sigma=0.7)
     assert (result - expected).abs().max() < 1e-5
@@ -207,30 +215,37 @@ def test_fca_matches_loop_with_ties_and_other_settings(generator):
 @pytest.mark.parametrize(
     "patch_size, shape", [(3, (1, 2, 6, 5)), (9, (1, 2, 11, 9)), (17, (1, 2, 6, 7))]
 )
-def test_fca_other_patch_sizes(generator, patch_size, shape):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_other_patch_sizes(generator, implementation, patch_size, shape):
     # 17 x 17 neighbourhoods need wider integer counts than 7 x 7 ones.
     x = torch.rand(shape, generator=generator)
-    result = feature_correspondence_analysis(x, patch_size=patch_size, sigma_p=2.0)
+    result = feature_correspondence_analysis(
+        x, patch_size=patch_size, sigma_p=2.0, implementation=implementation
+    )
     assert (result - loop_fca(x, patch_size=patch_size, sigma_p=2.0)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize("patch_size, shape", [(3, (1, 3, 5, 8)), (17, (1, 2, 7, 6))])
-def test_fca_ties_in_small_and_wide_counts(generator, patch_size, shape):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_ties_in_small_and_wide_counts(generator, implementation, patch_size, shape):
     # Only half of the offsets are compared; the other half are read as the
     # complements of their mirrors, which must still break ties by position,
-    # in 8-bit counts (3 x 3) and in 32-bit counts (17 x 17).
+    # in 8-bit counts (3 x 3) and in wider ones (17 x 17).
     x = torch.randint(0, 2, shape, generator=generator).float()
-    result = feature_correspondence_analysis(x, patch_size=patch_size, sigma_p=2.0)
+    result = feature_correspondence_analysis(
+        x, patch_size=patch_size, sigma_p=2.0, implementation=implementation
+    )
     assert (result - loop_fca(x, patch_size=patch_size, sigma_p=2.0)).abs().max() < 1e-5
 
 
 @pytest.mark.parametrize(
     "shape", [(1, 3, 1, 1), (1, 3, 3, 3), (2, 3, 5, 6), (1, 2, 1, 9), (2, 2, 2, 2)]
 )
-def test_fca_small_maps(generator, shape):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_small_maps(generator, implementation, shape):
     """Maps smaller than the patch: repeated reflection, one centred tile; no crash."""
     x = torch.rand(shape, generator=generator)
-    result = feature_correspondence_analysis(x)
+    result = feature_correspondence_analysis(x, implementation=implementation)
     assert result.shape == (shape[0], *shape[2:]) and torch.isfinite(result).all()
     assert (result - loop_fca(x)).abs().max() < 1e-5
     if shape[2:] == (1, 1):
@@ -239,9 +254,9 @@ def test_fca_small_maps(generator, shape):
 
 def test_fca_channel_chunk_does_not_change_the_result(generator):
     x = torch.rand(2, 7, 12, 10, generator=generator)
-    full = feature_correspondence_analysis(x)
+    full = feature_correspondence_analysis(x, implementation="torch")
     for chunk in (1, 3, 100):
-        chunked = feature_correspondence_analysis(x, channel_chunk=chunk)
+        chunked = feature_correspondence_analysis(x, channel_chunk=chunk, implementation="torch")
         torch.testing.assert_close(chunked, full, atol=1e-6, rtol=1e-6)
 
 
@@ -254,6 +269,80 @@ def test_fca_batch_independence(generator):
     maps_y = feature_correspondence_analysis(y)
     torch.testing.assert_close(maps_x[1], maps_y[1], rtol=0, atol=0)
     torch.testing.assert_close(maps_x[1], feature_correspondence_analysis(x[1:2])[0])
+
+
+def test_fca_cpu_kernel_is_the_default_on_the_cpu(generator, monkeypatch):
+    calls = []
+    kernel = fca._cpu_kernel()
+    original = kernel.rank_differences
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, "rank_differences", counted)
+    x = torch.rand(2, 3, 9, 9, generator=generator)
+    feature_correspondence_analysis(x)
+    assert calls == [(2, 3, 15, 15)]
+    feature_correspondence_analysis(x, implementation="torch")
+    assert len(calls) == 1
+
+
+def test_fca_cpu_kernel_agrees_with_torch_on_larger_maps(generator):
+    # Many channels (two blocks of different sizes), a non-square map, float64.
+    x = torch.randn(3, 37, 21, 26, generator=generator)
+    for dtype, tolerance in ((torch.float32, 1e-5), (torch.float64, 1e-12)):
+        kernel = feature_correspondence_analysis(x.to(dtype), implementation="numba")
+        tensors = feature_correspondence_analysis(x.to(dtype), implementation="torch")
+        assert kernel.dtype == dtype
+        torch.testing.assert_close(kernel, tensors, rtol=tolerance, atol=tolerance)
+
+
+def test_fca_cpu_kernel_is_deterministic_across_threads_and_batches(generator):
+    # Fixed tasks (an image's channels in two halves): the same sums in the
+    # same order whatever the thread count or the other images of the call.
+    x = torch.rand(5, 9, 14, 12, generator=generator)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        alone = feature_correspondence_analysis(x, implementation="numba")
+        torch.set_num_threads(3)
+        together = feature_correspondence_analysis(x, implementation="numba")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(alone, together)
+    one = feature_correspondence_analysis(x[3:4], implementation="numba")
+    assert torch.equal(one[0], together[3])
+
+
+def test_fca_falls_back_to_torch_without_the_cpu_kernel(generator, monkeypatch):
+    x = torch.rand(2, 3, 9, 9, generator=generator)
+    expected = feature_correspondence_analysis(x, implementation="torch")
+    monkeypatch.setattr(fca, "_cpu_kernel", lambda: None)
+    assert torch.equal(feature_correspondence_analysis(x), expected)
+    with pytest.raises(ValueError, match="numba cannot be imported"):
+        feature_correspondence_analysis(x, implementation="numba")
+
+
+def test_fca_cpu_kernel_that_cannot_load_warns_once(monkeypatch):
+    # A missing numba, or numba refusing to cache (no writable folder): one warning, then torch.
+    monkeypatch.setitem(sys.modules, "skanomclust.nn.fca_cpu", None)
+    monkeypatch.delattr(sys.modules["skanomclust.nn"], "fca_cpu", raising=False)
+    with pytest.warns(RuntimeWarning, match="runs in torch"):
+        assert fca._cpu_kernel.__wrapped__() is None
+
+
+def test_fca_with_gradients_uses_torch(generator):
+    x = torch.rand(1, 2, 9, 9, generator=generator, requires_grad=True)
+    maps = feature_correspondence_analysis(x)
+    maps.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    with pytest.raises(ValueError, match="gradients"):
+        feature_correspondence_analysis(x, implementation="numba")
+    with torch.no_grad():
+        torch.testing.assert_close(
+            feature_correspondence_analysis(x, implementation="numba"), maps.detach()
+        )
 
 
 def test_fca_finds_an_injected_defect(generator):
@@ -288,6 +377,10 @@ def test_fca_rejects_bad_arguments(generator):
         feature_correspondence_analysis(x, reference=torch.zeros(2, 25))
     with pytest.raises(ValueError, match="channel_chunk"):
         feature_correspondence_analysis(x, channel_chunk=0)
+    with pytest.raises(ValueError, match="implementation"):
+        feature_correspondence_analysis(x, implementation="fast")
+    with pytest.raises(ValueError, match="meta"):
+        feature_correspondence_analysis(x.to("meta"), implementation="numba")
     with pytest.raises(TypeError):
         feature_correspondence_analysis(x.long())
 

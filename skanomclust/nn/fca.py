@@ -14,13 +14,18 @@ The reference of an image is the per-channel, per-rank (lower) median of the
 sorted values of its non-overlapping tiles (:func:`fca_reference`).
 
 Pure torch: every function works on the device and (floating) dtype of its
-input (a GPU computes the maps of a whole batch of images at once). Nothing
+input (a GPU computes the maps of a whole batch of images at once). On the
+CPU, the rank differences run by default in a compiled kernel
+(:mod:`skanomclust.nn.fca_cpu`, numba) that computes the same quantity
+several times faster; ``implementation="torch"`` keeps them in torch. Nothing
 here learns anything; the post-processing of the maps, the position baseline
 and the channel projection before FCA live in :mod:`skanomclust.nn.localization`.
 """
 
 from __future__ import annotations
 
+import functools
+import warnings
 from numbers import Integral
 
 import torch
@@ -37,6 +42,52 @@ __all__ = ["fca_reference", "feature_correspondence_analysis"]
 # ran 2-3x faster with 1 GB than with 256 MB, and no faster with 4 GB).
 _CHUNK_BYTES = {"cpu": 64 * 2**20}
 _CHUNK_BYTES_ACCELERATOR = 2**30
+# Images handed to the compiled CPU kernel at once (bounds its padded copy and
+# partial sums; it needs no channel chunks).
+_KERNEL_IMAGES = 16
+_IMPLEMENTATIONS = ("auto", "torch", "numba")
+
+
+@functools.cache
+def _cpu_kernel():
+    """The compiled CPU kernel module, or None (with one warning) where it cannot load.
+
+    Besides a missing numba, numba refuses ``cache=True`` functions when it
+    finds no writable cache folder (neither beside the package nor in the
+    user's cache, ``NUMBA_CACHE_DIR``): FCA then runs in torch, slower.
+    """
+    try:
+        from . import fca_cpu
+    except (ImportError, RuntimeError, OSError) as error:
+        warnings.warn(
+            f"FCA's compiled CPU kernel is unavailable ({type(error).__name__}: {error}); "
+            "FCA runs in torch, several times slower on the CPU. Install numba, or set "
+            "NUMBA_CACHE_DIR to a writable folder.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+        return None
+    return fca_cpu
+
+
+def _use_cpu_kernel(implementation: str, features: torch.Tensor) -> bool:
+    if implementation not in _IMPLEMENTATIONS:
+        raise ValueError(
+            f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
+        )
+    if implementation == "torch":
+        return False
+    if features.device.type != "cpu":
+        reason = f"the features are on {features.device}"
+    elif features.requires_grad and torch.is_grad_enabled():
+        reason = "the kernel does not propagate gradients"
+    elif _cpu_kernel() is None:
+        reason = "numba cannot be imported"
+    else:
+        return True
+    if implementation == "numba":
+        raise ValueError(f'implementation="numba" cannot be used: {reason}')
+    return False
 
 
 def _check_maps(features: torch.Tensor, name: str = "features") -> None:
@@ -124,17 +175,26 @@ def _patch_operator(patch_size, sigma_p, blur_kernel, blur_sigma, dtype, device)
 
     ``operator @ d`` blurs the flattened ``patch_size`` x ``patch_size`` patch
     ``d`` (torchvision-like Gaussian with reflect padding inside the patch),
-    then multiplies it by the normalised 2-D Gaussian window. Built once in
-    float64 on the CPU, applied to all pixels with one matmul.
+    then multiplies it by the normalised 2-D Gaussian window. Built in float64
+    on the CPU once per setting, applied to all pixels with one matmul.
     """
+    operator = _float64_patch_operator(patch_size, float(sigma_p), blur_kernel, blur_sigma)
+    return operator.to(device=device, dtype=dtype, copy=True)
+
+
+@functools.lru_cache(maxsize=8)
+def _float64_patch_operator(patch_size, sigma_p, blur_kernel, blur_sigma):
+    # Cached: blurring the 49 unit patches runs float64 grouped convolutions
+    # on torch's slow path, 70-150 ms on this 2-core CPU: more than the maps
+    # of a batch of 16 images, had it been redone for every batch.
     area = patch_size * patch_size
     basis = torch.eye(area, dtype=torch.float64).reshape(area, patch_size, patch_size)
     if blur_sigma:
         basis = gaussian_blur(basis, blur_kernel, blur_sigma)
     blur = basis.reshape(area, area).T  # column j: the blurred j-th unit patch
-    window = gaussian_kernel1d(patch_size, float(sigma_p), torch.float64, "cpu")
+    window = gaussian_kernel1d(patch_size, sigma_p, torch.float64, "cpu")
     window = torch.outer(window, window).reshape(area, 1)  # sums to 1
-    return (window * blur).to(device=device, dtype=dtype)
+    return window * blur
 
 
 def _box_sums(terms: list, patch_size: int, like: torch.Tensor) -> list:
@@ -322,6 +382,7 @@ def feature_correspondence_analysis(
     patch_blur_sigma: float | None = 1.0,
     reference: torch.Tensor | None = None,
     channel_chunk: int | None = None,
+    implementation: str = "auto",
 ) -> torch.Tensor:
     """Raw FCA anomaly maps (before :func:`postprocess_anomaly_maps`).
 
@@ -370,7 +431,15 @@ def feature_correspondence_analysis(
         when it is at least ``2 * C``, ``channel_chunk // C`` whole images are
         processed together (cheaper for small maps). None picks it to keep the
         working set near 64 MB on the CPU, 1 GB on other devices. Does
-        not change the result beyond float rounding.
+        not change the result beyond float rounding. Used by the torch
+        implementation only.
+    implementation : {"auto", "torch", "numba"}, default="auto"
+        Where step 2 (ranks and differences) runs: ``"numba"`` is the compiled
+        CPU kernel of :mod:`skanomclust.nn.fca_cpu` (CPU tensors only, needs
+        numba), ``"torch"`` the tensor operations that also run on a GPU, and
+        ``"auto"`` the kernel for CPU tensors when numba can be imported, else
+        torch. Both give the same ranks; their channel sums differ by float
+        rounding only.
 
     Returns
     -------
@@ -406,12 +475,13 @@ def feature_correspondence_analysis(
                 f"reference must have shape ({channels}, {area}) or ({n}, {channels}, {area}), "
                 f"got {tuple(reference.shape)}"
             )
+    kernel = _use_cpu_kernel(implementation, features)
     operator = _patch_operator(
         size, sigma_p, patch_blur_kernel, patch_blur_sigma, dtype, features.device
     )
     chunk = channel_chunk or _auto_channel_chunk(h, w, size, dtype.itemsize, features.device)
     # Either several whole images per step, or one image in chunks of channels.
-    images_per_step = max(1, chunk // channels)
+    images_per_step = _KERNEL_IMAGES if kernel else max(1, chunk // channels)
     chunk = min(chunk, channels)
     maps = torch.empty((n, h, w), dtype=dtype, device=features.device)
     for first in range(0, n, images_per_step):
@@ -422,15 +492,25 @@ def feature_correspondence_analysis(
         else:
             references = reference[first:last].to(device=images.device, dtype=dtype)
         padded = reflect_pad(images, half, half, half, half)
-        totals = torch.zeros((last - first, area, h * w), dtype=dtype, device=features.device)
-        for start in range(0, channels, chunk):
-            stop = start + chunk
-            totals += _rank_differences(
-                padded[:, start:stop].flatten(0, 1),
-                references[:, start:stop].flatten(0, 1),
-                size,
-                groups=last - first,
+        if kernel:
+            totals = torch.from_numpy(
+                _cpu_kernel().rank_differences(
+                    padded.contiguous().numpy(),
+                    references.contiguous().numpy(),
+                    size,
+                    threads=torch.get_num_threads(),
+                )
             )
+        else:
+            totals = torch.zeros((last - first, area, h * w), dtype=dtype, device=features.device)
+            for start in range(0, channels, chunk):
+                stop = start + chunk
+                totals += _rank_differences(
+                    padded[:, start:stop].flatten(0, 1),
+                    references[:, start:stop].flatten(0, 1),
+                    size,
+                    groups=last - first,
+                )
         contributions = operator @ (totals / channels)
         folded = F.fold(contributions, (h + 2 * half, w + 2 * half), size)
         maps[first:last] = folded[:, 0, half : half + h, half : half + w]

