@@ -9,6 +9,7 @@ import torchvision.transforms.functional as TF
 
 from skanomclust.nn import (
     fca,
+    fca_cpu,
     fca_reference,
     feature_correspondence_analysis,
     gaussian_blur,
@@ -135,37 +136,109 @@ def test_gaussian_blur_rejects_bad_arguments():
 # --------------------------------------------------------------------------- fca_reference
 
 
-def test_fca_reference_lower_median_by_hand():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_reference_lower_median_by_hand(implementation):
     # Two 3x3 tiles side by side and a remainder column that must be left out.
     tile_a = torch.full((3, 3), 5.0)
     tile_b = torch.tensor([[9.0, 0.0, 8.0], [1.0, 7.0, 2.0], [6.0, 3.0, 4.0]])
     remainder = torch.full((3, 1), -100.0)
     x = torch.cat([tile_a, tile_b, remainder], dim=1)[None, None]
-    reference = fca_reference(x, patch_size=3)
+    reference = fca_reference(x, patch_size=3, implementation=implementation)
     # Even number of tiles: torch.median's lower median, i.e. the per-rank minimum here.
     expected = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0])
     torch.testing.assert_close(reference, expected[None, None])
 
 
-def test_fca_reference_three_tiles_and_remainder_rows():
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_reference_three_tiles_and_remainder_rows(implementation):
     values = torch.tensor([[3.0, 1.0, 2.0], [30.0, 10.0, 20.0], [-1.0, -2.0, -3.0]])
     # 1x3 tiles need patch_size 1 per pixel; use patch_size=1: every pixel is a tile.
     x = values[None, None]
-    torch.testing.assert_close(fca_reference(x, patch_size=1), torch.tensor([[[2.0]]]))
+    reference = fca_reference(x, patch_size=1, implementation=implementation)
+    torch.testing.assert_close(reference, torch.tensor([[[2.0]]]))
     # patch_size 3 on a 4x3 map: the single full tile is the first three rows.
     x = torch.cat([values, torch.full((1, 3), 1e6)])[None, None]
     expected = torch.sort(values.reshape(-1)).values
-    torch.testing.assert_close(fca_reference(x, patch_size=3)[0, 0], expected)
+    reference = fca_reference(x, patch_size=3, implementation=implementation)
+    torch.testing.assert_close(reference[0, 0], expected)
 
 
 @pytest.mark.parametrize("shape", [(2, 3, 9, 9), (1, 4, 15, 22), (2, 2, 8, 13), (3, 2, 1, 1)])
-def test_fca_reference_matches_loop(generator, shape):
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_fca_reference_matches_loop(generator, implementation, shape):
     x = torch.rand(shape, generator=generator)
-    reference = fca_reference(x, patch_size=7)
+    reference = fca_reference(x, patch_size=7, implementation=implementation)
     assert reference.shape == (shape[0], shape[1], 49)
     for i in range(shape[0]):
         torch.testing.assert_close(reference[i], loop_reference(x[i], 7))
     assert torch.all(reference[..., 1:] >= reference[..., :-1])
+
+
+@pytest.mark.parametrize("length", range(1, 13))
+def test_sorting_network_sorts_every_zero_one_sequence(length):
+    # The 0-1 principle: a comparator network that sorts every 0-1 sequence sorts anything.
+    pairs = fca_cpu.sorting_network(length)
+    assert (pairs[:, 0] < pairs[:, 1]).all() and (pairs[:, 1] < length).all()
+    bits = (np.arange(2**length)[:, None] >> np.arange(length)) & 1
+    for low, high in pairs:
+        bits[:, [low, high]] = np.sort(bits[:, [low, high]], axis=1)
+    assert (np.diff(bits, axis=1) >= 0).all()
+
+
+@pytest.mark.parametrize("length", [13, 16, 25, 49, 81, 121])
+def test_sorting_network_sorts_longer_columns(length):
+    rng = np.random.default_rng(length)
+    values = rng.integers(0, 5, size=(200, length)).astype(float)  # many ties
+    expected = np.sort(values, axis=1)
+    for low, high in fca_cpu.sorting_network(length):
+        values[:, [low, high]] = np.sort(values[:, [low, high]], axis=1)
+    np.testing.assert_array_equal(values, expected)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize(
+    "shape, patch_size", [((3, 37, 32, 32), 7), ((2, 5, 20, 13), 3), ((2, 4, 9, 30), 9)]
+)
+def test_fca_reference_kernel_equals_torch(generator, dtype, shape, patch_size):
+    x = torch.randn(shape, generator=generator, dtype=dtype)
+    x[..., ::3] = x[..., ::3].round()  # ties
+    kernel = fca_reference(x, patch_size, implementation="numba")
+    assert kernel.dtype == dtype
+    assert torch.equal(kernel, fca_reference(x, patch_size, implementation="torch"))
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        assert torch.equal(fca_reference(x, patch_size, implementation="numba"), kernel)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def count_kernel_calls(monkeypatch, name):
+    """The shapes of the first argument of every call to the CPU kernel's function ``name``."""
+    calls = []
+    kernel = fca._cpu_kernel()
+    original = getattr(kernel, name)
+
+    def counted(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(kernel, name, counted)
+    return calls
+
+
+def test_fca_reference_kernel_dispatch(generator, monkeypatch):
+    calls = count_kernel_calls(monkeypatch, "tile_references")
+    x = torch.rand(2, 3, 9, 9, generator=generator)
+    feature_correspondence_analysis(x)  # the default on the CPU, as FCA's reference
+    assert calls == [(2, 3, 9, 9)]
+    feature_correspondence_analysis(x, implementation="torch")
+    half = fca_reference(x.half())  # half precision: torch's sort, no error
+    assert len(calls) == 1 and half.dtype == torch.float16
+    with pytest.raises(ValueError, match="float32 or float64"):
+        fca_reference(x.half(), implementation="numba")
+    with pytest.raises(ValueError, match="implementation"):
+        fca_reference(x, implementation="fast")
 
 
 def test_fca_reference_is_per_image(generator):
@@ -272,15 +345,7 @@ def test_fca_batch_independence(generator):
 
 
 def test_fca_cpu_kernel_is_the_default_on_the_cpu(generator, monkeypatch):
-    calls = []
-    kernel = fca._cpu_kernel()
-    original = kernel.rank_differences
-
-    def counted(*args, **kwargs):
-        calls.append(args[0].shape)
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(kernel, "rank_differences", counted)
+    calls = count_kernel_calls(monkeypatch, "rank_differences")
     x = torch.rand(2, 3, 9, 9, generator=generator)
     feature_correspondence_analysis(x)
     assert calls == [(2, 3, 15, 15)]

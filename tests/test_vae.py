@@ -7,6 +7,7 @@ import pytest
 import torch
 from torch import nn
 
+import skanomclust.nn.vae as vae_module
 from skanomclust.nn import (
     PixelVAE,
     minmax_scale,
@@ -305,6 +306,22 @@ def test_residuals_definition_and_batching(generator):
         )
     with pytest.raises(ValueError, match="batch_size"):
         vae_residuals(vae, features, mins, maxs, batch_size=0)
+
+
+def test_residuals_in_parts_and_channels_last_equal_one_pass(generator, monkeypatch):
+    # The network runs over parts of a batch's pixel rows and the rows are stored
+    # channels-last: exactly the values of one pass over all pixels, NCHW order.
+    features = (torch.rand(3, 5, 7, 6, generator=generator) * 3).half()
+    vae, _ = train(features.float(), seed=0, n_steps=5)
+    mins, maxs = minmax_scale_stats(features)
+    monkeypatch.setattr(vae_module, "_RESIDUAL_ROWS", 10)  # 42 rows per image: five parts
+    residuals = vae_residuals(vae, features, mins, maxs, batch_size=2)
+    assert residuals.is_contiguous(memory_format=torch.channels_last)
+    scaled = minmax_scale(features.float(), mins.float(), maxs.float())
+    with torch.no_grad():
+        rows = scaled.permute(0, 2, 3, 1).reshape(-1, 5)
+        mean = vae.decode(vae.encode(rows)[0]).reshape(3, 7, 6, 5).permute(0, 3, 1, 2)
+    torch.testing.assert_close(residuals, scaled - mean, rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("device", DEVICES)

@@ -1,8 +1,9 @@
 """Pure torch building blocks of the method (no scikit-learn in this subpackage).
 
-One exception to "pure torch": FCA's CPU kernel (:mod:`~skanomclust.nn.fca_cpu`) is
-compiled with numba, because FCA's rank counting as torch operations streams memory
-instead of computing; :mod:`~skanomclust.nn.fca` uses it for CPU tensors.
+One exception to "pure torch": FCA's CPU kernels (:mod:`~skanomclust.nn.fca_cpu`) are
+compiled with numba, because FCA's rank counting and its many short sorts, as torch
+operations, stream memory instead of computing; :mod:`~skanomclust.nn.fca` uses them
+for CPU tensors.
 
 One module per step, named as the estimator that drives it:
 
@@ -11,7 +12,7 @@ One module per step, named as the estimator that drives it:
   file, or a seeded random initialisation);
 - :mod:`~skanomclust.nn.vae`: the per-pixel VAE and its residuals (step 2), trained by
   :mod:`~skanomclust.nn.vae_training`;
-- :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3), its CPU kernel in
+- :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3), its CPU kernels in
   :mod:`~skanomclust.nn.fca_cpu`;
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
   (projection, post-processing, position baseline, the maps of a batch or of many);

@@ -15,11 +15,12 @@ sorted values of its non-overlapping tiles (:func:`fca_reference`).
 
 Pure torch: every function works on the device and (floating) dtype of its
 input (a GPU computes the maps of a whole batch of images at once). On the
-CPU, the rank differences run by default in a compiled kernel
-(:mod:`skanomclust.nn.fca_cpu`, numba) that computes the same quantity
-several times faster; ``implementation="torch"`` keeps them in torch. Nothing
-here learns anything; the post-processing of the maps, the position baseline
-and the channel projection before FCA live in :mod:`skanomclust.nn.localization`.
+CPU, the reference and the rank differences run by default in compiled
+kernels (:mod:`skanomclust.nn.fca_cpu`, numba) that compute the same
+quantities several times faster; ``implementation="torch"`` keeps them in
+torch. Nothing here learns anything; the post-processing of the maps, the
+position baseline and the channel projection before FCA live in
+:mod:`skanomclust.nn.localization`.
 """
 
 from __future__ import annotations
@@ -70,7 +71,12 @@ def _cpu_kernel():
     return fca_cpu
 
 
-def _use_cpu_kernel(implementation: str, features: torch.Tensor) -> bool:
+def _use_cpu_kernel(implementation: str, features: torch.Tensor, dtypes=None) -> bool:
+    """Whether the compiled kernel computes on ``features`` (ValueError if it must but cannot).
+
+    ``dtypes``: the feature dtypes the kernel takes as they are (None: any,
+    the caller converts).
+    """
     if implementation not in _IMPLEMENTATIONS:
         raise ValueError(
             f"implementation must be one of {_IMPLEMENTATIONS}, got {implementation!r}"
@@ -81,6 +87,8 @@ def _use_cpu_kernel(implementation: str, features: torch.Tensor) -> bool:
         reason = f"the features are on {features.device}"
     elif features.requires_grad and torch.is_grad_enabled():
         reason = "the kernel does not propagate gradients"
+    elif dtypes is not None and features.dtype not in dtypes:
+        reason = f"the kernel takes float32 or float64, not {features.dtype}"
     elif _cpu_kernel() is None:
         reason = "numba cannot be imported"
     else:
@@ -114,7 +122,9 @@ def _working_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def fca_reference(features: torch.Tensor, patch_size: int = 7) -> torch.Tensor:
+def fca_reference(
+    features: torch.Tensor, patch_size: int = 7, *, implementation: str = "auto"
+) -> torch.Tensor:
     """Per-image "normal" reference: the per-rank median of sorted tiles.
 
     Each image is cut into non-overlapping ``patch_size`` x ``patch_size``
@@ -138,6 +148,12 @@ def fca_reference(features: torch.Tensor, patch_size: int = 7) -> torch.Tensor:
         Floating-point feature maps.
     patch_size : int, default=7
         Odd tile side.
+    implementation : {"auto", "torch", "numba"}, default="auto"
+        Where the sorts run: ``"numba"`` is the compiled CPU kernel
+        (:func:`skanomclust.nn.fca_cpu.tile_references`: float32 or float64
+        CPU tensors, needs numba), ``"torch"`` torch's sort and median, and
+        ``"auto"`` the kernel where it applies, else torch. Both give the same
+        values.
 
     Returns
     -------
@@ -158,6 +174,16 @@ def fca_reference(features: torch.Tensor, patch_size: int = 7) -> torch.Tensor:
     size = _check_patch_size(patch_size)
     n, channels, h, w = features.shape
     pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+    if _use_cpu_kernel(implementation, features, dtypes=(torch.float32, torch.float64)):
+        if pad_h or pad_w:
+            features = reflect_pad(
+                features, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+            )
+        return torch.from_numpy(
+            _cpu_kernel().tile_references(
+                features.contiguous().numpy(), size, threads=torch.get_num_threads()
+            )
+        )
     reference = features.new_empty((n, channels, size * size))
     for i in range(n):
         image = reflect_pad(
@@ -488,7 +514,7 @@ def feature_correspondence_analysis(
         last = min(first + images_per_step, n)
         images = features[first:last].to(dtype)
         if reference is None:
-            references = fca_reference(images, size)
+            references = fca_reference(images, size, implementation="numba" if kernel else "torch")
         else:
             references = reference[first:last].to(device=images.device, dtype=dtype)
         padded = reflect_pad(images, half, half, half, half)

@@ -1,4 +1,4 @@
-"""FCA's rank differences on the CPU, compiled with numba (step 3, CPU kernel).
+"""FCA's rank differences and reference on the CPU, compiled with numba (step 3, CPU kernels).
 
 :func:`skanomclust.nn.fca.feature_correspondence_analysis` ranks every value
 of every neighbourhood by counting, for each pixel offset, which of the two
@@ -11,6 +11,10 @@ stay in the core's cache, and each step is a short loop that the compiler
 vectorises. This module computes exactly what ``_rank_differences`` does (the
 same ranks, ties broken by row-major position; channel sums in another
 order, so the differences agree to float rounding), several times faster.
+
+The reference (:func:`tile_references`, the per-rank median of sorted tiles)
+sorts short columns of values; a sorting network does it for all channels at
+once, with the same result as torch's sorts.
 
 Threads: the kernels release the GIL and the work is split into fixed tasks
 (an image's channels in two halves), run on ``torch.get_num_threads()``
@@ -26,12 +30,13 @@ compiles for about 10 s, later processes load it.
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from numba import njit
 
-__all__ = ["rank_differences"]
+__all__ = ["rank_differences", "sorting_network", "tile_references"]
 
 # An image's channels are split into this many tasks, so that even one image
 # keeps two cores busy; fixed (not derived from the thread count) so that the
@@ -83,9 +88,14 @@ def _slide_in_place(out, entering, leaving):
 
 
 @njit(**_JIT)
-def _add_rank_gaps(out, values, ranks, reference):
-    for i in range(out.size):
-        out[i] += abs(values[i] - reference[ranks[i]])
+def _add_rank_gaps(out, values, ranks, reference, start, stride, h, w):
+    # The h x w window of the padded rows from ``start`` (a loop over rows
+    # inside one call: 15-20% faster than one call per row of 32 pixels).
+    for py in range(h):
+        q = start + py * stride
+        o = py * w
+        for x in range(w):
+            out[o + x] += abs(values[q + x] - reference[ranks[q + x]])
 
 
 @njit(**_JIT)
@@ -156,12 +166,7 @@ def _channel_gaps(values, reference, size, wp, h, w, extended, later, terms, row
                     _accumulate(ranks, row_sums[y, s])
             else:
                 _slide_in_place(ranks, row_sums[top, s], row_sums[top + size, s])
-            k = ky * size + kx
-            for py in range(h):
-                q = (py + ky) * wp + kx
-                _add_rank_gaps(
-                    out[k, py * w : (py + 1) * w], values[q : q + w], ranks[q : q + w], reference
-                )
+            _add_rank_gaps(out[ky * size + kx], values, ranks, reference, ky * wp + kx, wp, h, w)
 
 
 @njit(**_JIT)
@@ -200,6 +205,17 @@ def _scratch(size, hp, wp, dtype):
         np.empty((2 * span + 1, size, flat), count),
         np.empty(flat, count),
     )
+
+
+def _run_tasks(run, tasks, threads):
+    """Call ``run`` on ``threads`` interleaved shares of ``tasks`` (one share each)."""
+    workers = max(1, min(int(threads), len(tasks)))
+    if workers == 1:
+        run(tasks)
+    else:
+        with ThreadPoolExecutor(workers, thread_name_prefix="skanomclust-fca") as pool:
+            # list() re-raises a worker's exception here.
+            list(pool.map(run, [tasks[k::workers] for k in range(workers)]))
 
 
 def rank_differences(
@@ -242,14 +258,121 @@ def rank_differences(
             lo, hi = channels * b // blocks, channels * (b + 1) // blocks
             _block_gaps(padded[i, lo:hi], reference[i, lo:hi], size, *scratch, partial[i, b])
 
-    workers = max(1, min(int(threads), len(tasks)))
-    if workers == 1:
-        run(tasks)
-    else:
-        with ThreadPoolExecutor(workers, thread_name_prefix="skanomclust-fca") as pool:
-            # list() re-raises a worker's exception here.
-            list(pool.map(run, [tasks[k::workers] for k in range(workers)]))
+    _run_tasks(run, tasks, threads)
     total = partial[:, 0]
     for b in range(1, blocks):
         total += partial[:, b]
     return total
+
+
+# The reference (fca_reference): per channel, the values of every tile sorted,
+# then at every rank the lower median over the tiles. Both are sorts of short
+# columns, done for all channels at once by a sorting network: a fixed list of
+# compare-exchanges, each a min and a max over a row of channels, which the
+# compiler vectorises (torch sorts each short column on its own).
+
+
+@functools.cache
+def sorting_network(length: int) -> np.ndarray:
+    """Compare-exchange pairs ``(i, j)``, ``i < j``, that sort any ``length`` values.
+
+    Batcher's odd-even merge sort on the next power of two, keeping only the
+    pairs within ``length``: the pairs left out would compare a real value
+    with one of the (largest, infinite) padding values placed after them,
+    which never moves. Applying the pairs in order (smaller value to ``i``)
+    sorts ascending.
+    """
+    size = 1
+    while size < length:
+        size *= 2
+    pairs = []
+    merged = 1  # sorted runs of this length are merged into runs twice as long
+    while merged < size:
+        step = merged
+        while step >= 1:
+            for first in range(step % merged, size - step, 2 * step):
+                for i in range(min(step, size - first - step)):
+                    low, high = first + i, first + i + step
+                    if low // (2 * merged) == high // (2 * merged) and high < length:
+                        pairs.append((low, high))
+            step //= 2
+        merged *= 2
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+@njit(**_JIT)
+def _compare_exchange(low, high):
+    for i in range(low.size):
+        a, b = low[i], high[i]
+        low[i] = min(a, b)
+        high[i] = max(a, b)
+
+
+@njit(**_JIT)
+def _sort_rows(rows, pairs):
+    """Sort every column of ``rows`` (m, C) in place with the network ``pairs``."""
+    for p in range(pairs.shape[0]):
+        _compare_exchange(rows[pairs[p, 0]], rows[pairs[p, 1]])
+
+
+@njit(**_JIT)
+def _image_reference(image, size, tile_pairs, median_pairs, tiles, out):
+    """The reference of one image (C, h, w) into ``out`` (C, size**2).
+
+    ``tiles`` (n_tiles, size**2, C) holds every tile with its values as rows
+    of channels; sorted along the rows, then every rank's column of tiles
+    sorted to read its lower median.
+    """
+    channels = image.shape[0]
+    columns = image.shape[2] // size
+    for t in range(tiles.shape[0]):
+        top, left = (t // columns) * size, (t % columns) * size
+        for c in range(channels):
+            for y in range(size):
+                for x in range(size):
+                    tiles[t, y * size + x, c] = image[c, top + y, left + x]
+        _sort_rows(tiles[t], tile_pairs)
+    middle = (tiles.shape[0] - 1) // 2  # torch.median's lower median
+    ranks = np.empty((tiles.shape[0], channels), image.dtype)
+    for k in range(size * size):
+        for t in range(tiles.shape[0]):
+            ranks[t] = tiles[t, k]
+        _sort_rows(ranks, median_pairs)
+        out[:, k] = ranks[middle]
+
+
+def tile_references(images: np.ndarray, patch_size: int, threads: int = 1) -> np.ndarray:
+    """Per image and channel, the per-rank lower median of the sorted tiles.
+
+    The same values as :func:`skanomclust.nn.fca.fca_reference` (which pads
+    maps smaller than a tile before calling this).
+
+    Parameters
+    ----------
+    images : ndarray of shape (n, C, h, w)
+        C-contiguous float32 or float64 maps, ``h`` and ``w`` at least
+        ``patch_size``; the tiles start at the top-left corner and the
+        bottom and right remainders are left out.
+    patch_size : int
+        Tile side.
+    threads : int, default=1
+        Python threads running the compiled code (one image per task).
+
+    Returns
+    -------
+    reference : ndarray of shape (n, C, patch_size**2)
+        Sorted along the last dimension.
+    """
+    n, channels, h, w = images.shape
+    size = int(patch_size)
+    n_tiles = (h // size) * (w // size)
+    tile_pairs, median_pairs = sorting_network(size * size), sorting_network(n_tiles)
+    reference = np.empty((n, channels, size * size), images.dtype)
+
+    def run(assigned):
+        tiles = np.empty((n_tiles, size * size, channels), images.dtype)
+        for i in assigned:
+            _image_reference(images[i], size, tile_pairs, median_pairs, tiles, reference[i])
+
+    _run_tasks(run, list(range(n)), threads)
+    return reference

@@ -364,7 +364,9 @@ def localize_batch(
     """
     source = fca_input(features, None if mode == "fca" else vae)
     if mode == "vae":
-        raw = source.abs().mean(dim=1)
+        # Channel means in the (n, C, h, w) memory order of earlier versions:
+        # the same float sums whatever layout fca_input returns.
+        raw = source.contiguous().abs().mean(dim=1)
     else:
         if components is not None:
             source = project_channels(source, components, mean)

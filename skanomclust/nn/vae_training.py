@@ -14,7 +14,7 @@ from numbers import Integral
 
 import torch
 
-from .vae import PixelVAE, minmax_scale, minmax_scale_stats, vae_loss
+from .vae import _SCALE_EPS, PixelVAE, minmax_scale_stats, vae_loss
 
 __all__ = ["train_pixel_vae"]
 
@@ -115,6 +115,9 @@ def train_pixel_vae(
     device = torch.device(device)
     n, channels, h, w = features.shape
     mins, maxs = (stat.float() for stat in minmax_scale_stats(features))
+    # minmax_scale's divisor, per image and channel, computed once instead of
+    # for every gathered pixel (the same float32 operations on the same values).
+    ranges = maxs - mins + _SCALE_EPS
     module = PixelVAE(channels, hidden_channels, latent_channels, generator=generator)
     module.to(device).train()
     device = next(module.parameters()).device  # "cuda" -> "cuda:0"
@@ -141,7 +144,10 @@ def train_pixel_vae(
             vectors = features[image, :, row, col].float()  # (pixels_per_step, C)
         else:
             vectors = rows.index_select(0, (image * h + row) * w + col).float()
-        vectors = minmax_scale(vectors, mins[image], maxs[image]).to(device)
+        # minmax_scale in place (the gathered vectors are a fresh tensor), with
+        # each pixel's row of statistics gathered.
+        vectors = vectors.sub_(mins.index_select(0, image)).div_(ranges.index_select(0, image))
+        vectors = vectors.to(device)
         reconstruction, mu, log_sigma = module(vectors, noise=noise)
         loss = vae_loss(vectors, reconstruction, mu, log_sigma, kl_weight)
         loss.backward()
