@@ -239,6 +239,9 @@ def test_fca_reference_kernel_dispatch(generator, monkeypatch):
         fca_reference(x.half(), implementation="numba")
     with pytest.raises(ValueError, match="implementation"):
         fca_reference(x, implementation="fast")
+    with pytest.raises(ValueError, match="no 11 x 11 tile"):  # small maps: fca_reference pads
+        fca_cpu.tile_references(x.numpy(), 11)
+    assert not fca_cpu.sorting_network(9).flags.writeable  # cached, shared
 
 
 def test_fca_reference_is_per_image(generator):

@@ -297,7 +297,9 @@ def sorting_network(length: int) -> np.ndarray:
                         pairs.append((low, high))
             step //= 2
         merged *= 2
-    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    network = np.array(pairs, dtype=np.int64).reshape(-1, 2)
+    network.setflags(write=False)  # cached: shared by every caller
+    return network
 
 
 @njit(**_JIT)
@@ -350,9 +352,10 @@ def tile_references(images: np.ndarray, patch_size: int, threads: int = 1) -> np
     Parameters
     ----------
     images : ndarray of shape (n, C, h, w)
-        C-contiguous float32 or float64 maps, ``h`` and ``w`` at least
-        ``patch_size``; the tiles start at the top-left corner and the
-        bottom and right remainders are left out.
+        C-contiguous, finite float32 or float64 maps (a sorting network
+        has no place for NaN), ``h`` and ``w`` at least ``patch_size``; the
+        tiles start at the top-left corner and the bottom and right
+        remainders are left out.
     patch_size : int
         Tile side.
     threads : int, default=1
@@ -365,6 +368,8 @@ def tile_references(images: np.ndarray, patch_size: int, threads: int = 1) -> np
     """
     n, channels, h, w = images.shape
     size = int(patch_size)
+    if min(h, w) < size:
+        raise ValueError(f"maps of {h} x {w} hold no {size} x {size} tile; pad them first")
     n_tiles = (h // size) * (w // size)
     tile_pairs, median_pairs = sorting_network(size * size), sorting_network(n_tiles)
     reference = np.empty((n, channels, size * size), images.dtype)
