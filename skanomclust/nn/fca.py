@@ -88,7 +88,8 @@ def _use_cpu_kernel(implementation: str, features: torch.Tensor, dtypes=None) ->
     elif features.requires_grad and torch.is_grad_enabled():
         reason = "the kernel does not propagate gradients"
     elif dtypes is not None and features.dtype not in dtypes:
-        reason = f"the kernel takes float32 or float64, not {features.dtype}"
+        taken = " or ".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
+        reason = f"the kernel takes {taken}, not {features.dtype}"
     elif _cpu_kernel() is None:
         reason = "numba cannot be imported"
     else:
@@ -174,11 +175,11 @@ def fca_reference(
     size = _check_patch_size(patch_size)
     n, channels, h, w = features.shape
     pad_h, pad_w = max(size - h, 0), max(size - w, 0)
+    if pad_h or pad_w:  # a side shorter than a tile (no copy otherwise)
+        features = reflect_pad(
+            features, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
+        )
     if _use_cpu_kernel(implementation, features, dtypes=(torch.float32, torch.float64)):
-        if pad_h or pad_w:
-            features = reflect_pad(
-                features, pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
-            )
         return torch.from_numpy(
             _cpu_kernel().tile_references(
                 features.contiguous().numpy(), size, threads=torch.get_num_threads()
@@ -186,9 +187,7 @@ def fca_reference(
         )
     reference = features.new_empty((n, channels, size * size))
     for i in range(n):
-        image = reflect_pad(
-            features[i], pad_h // 2, pad_h - pad_h // 2, pad_w // 2, pad_w - pad_w // 2
-        )
+        image = features[i]
         rows, cols = image.shape[-2] // size, image.shape[-1] // size
         tiles = image[:, : rows * size, : cols * size].reshape(channels, rows, size, cols, size)
         tiles = tiles.permute(0, 1, 3, 2, 4).reshape(channels, rows * cols, size * size)
