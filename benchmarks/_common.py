@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+import skanomclust
+
 HERE = Path(__file__).resolve().parent
 MTD = HERE.parent.parent / "shared" / "data" / "mtd" / "magnetic_tile"
 RESULTS = HERE / "results"
@@ -90,6 +92,7 @@ def machine() -> dict:
         "cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,
+        "skanomclust": skanomclust.__version__,
         "load_average_at_end": os.getloadavg(),
     }
 

@@ -11,7 +11,8 @@ One module per step, named as the estimator that drives it:
   their weights from :mod:`~skanomclust.nn.weights` (offline packages, torchvision, a
   file, or a seeded random initialisation);
 - :mod:`~skanomclust.nn.vae`: the per-pixel VAE and its residuals (step 2), trained by
-  :mod:`~skanomclust.nn.vae_training`;
+  :mod:`~skanomclust.nn.vae_training` (on the CPU, one step at a time by
+  :mod:`~skanomclust.nn.vae_step`, with the gradients written out);
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3), its CPU kernels in
   :mod:`~skanomclust.nn.fca_cpu`;
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA

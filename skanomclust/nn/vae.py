@@ -330,21 +330,28 @@ def vae_residuals(
         device=features.device,
         memory_format=torch.channels_last,
     )
-    pixel_rows = residuals.permute(0, 2, 3, 1)  # (n, h, w, C), a contiguous view
+    in_place = residuals.device == device
     with torch.inference_mode():
         for start in range(0, n, batch_size):
             stop = min(start + batch_size, n)
             batch = features[start:stop].to(device=device, dtype=torch.float32)
             low, high = (
-                s[start:stop].to(device=device, dtype=torch.float32) for s in (mins, maxs)
+                s[start:stop, :, None, None].to(device=device, dtype=torch.float32)
+                for s in (mins, maxs)
             )
-            scaled = minmax_scale(batch, low, high)
-            # Pixel-major rows (a copy, or a view of the fresh ``scaled``),
-            # turned into residuals in place, part by part.
-            vectors = scaled.permute(0, 2, 3, 1).reshape(-1, channels)
+            # minmax_scale's operations, written straight into channels-last
+            # memory (the output's own rows when it is on this device): no
+            # scaled copy in the (n, C, h, w) order, no transposed copy of it.
+            scaled = residuals[start:stop]
+            if not in_place:
+                scaled = torch.empty_like(scaled, device=device)
+            torch.sub(batch, low, out=scaled).div_(high - low + _SCALE_EPS)
+            # Pixel-major rows, a view, turned into residuals in place part by part.
+            vectors = scaled.permute(0, 2, 3, 1).view(-1, channels)
             for part in vectors.split(_RESIDUAL_ROWS):
                 part -= module.reconstruct_mean(part)
-            pixel_rows[start:stop] = vectors.view(stop - start, h, w, channels)
+            if not in_place:
+                residuals[start:stop] = scaled
     return residuals
 
 
