@@ -11,14 +11,6 @@ from skanomclust.nn.vae_step import VAETrainingStep
 CLOSE = {"rtol": 1e-5, "atol": 1e-7}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def autograd_step(module, x, noise, kl_weight):
     module.zero_grad(set_to_none=True)
     reconstruction, mu, log_sigma = module(x, noise=noise)
