@@ -370,3 +370,14 @@ def test_forward_with_given_noise_equals_forward_drawing_it(generator):
     noise = torch.randn(9, SMALL["latent_channels"], generator=torch.Generator().manual_seed(4))
     for a, b in zip(drawn, vae(x, noise=noise), strict=True):
         assert torch.equal(a, b)
+
+
+def test_minmax_scale_into_a_channels_last_output_gives_the_same_values(generator):
+    features = torch.rand(2, 5, 4, 3, generator=generator)
+    stats = minmax_scale_stats(features)
+    out = torch.empty_like(features, memory_format=torch.channels_last)
+    result = minmax_scale(features, *stats, out=out)
+    assert result.data_ptr() == out.data_ptr() and out.is_contiguous(
+        memory_format=torch.channels_last
+    )
+    assert torch.equal(out, minmax_scale(features, *stats))

@@ -250,7 +250,13 @@ def minmax_scale_stats(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tens
     return features.amin(dim=(-2, -1)), features.amax(dim=(-2, -1))
 
 
-def minmax_scale(features: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor) -> torch.Tensor:
+def minmax_scale(
+    features: torch.Tensor,
+    mins: torch.Tensor,
+    maxs: torch.Tensor,
+    *,
+    out: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Scale features to [0, 1] per image and channel: ``(f - min) / (max - min + 1e-8)``.
 
     The ``1e-8`` (the authors' value) keeps constant channels finite: they map
@@ -263,6 +269,9 @@ def minmax_scale(features: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor)
     mins, maxs : torch.Tensor of shape (n, C)
         From :func:`minmax_scale_stats`; for vectors, the rows of the images
         they come from.
+    out : torch.Tensor, default=None
+        Where to write the result (the shape of ``features``, in any memory
+        layout, e.g. channels-last); the same values as without it.
 
     Returns
     -------
@@ -282,7 +291,9 @@ def minmax_scale(features: torch.Tensor, mins: torch.Tensor, maxs: torch.Tensor)
     spatial = (1,) * (features.ndim - mins.ndim)
     mins = mins.reshape(mins.shape + spatial)
     maxs = maxs.reshape(maxs.shape + spatial)
-    return (features - mins) / (maxs - mins + _SCALE_EPS)
+    if out is None:
+        return (features - mins) / (maxs - mins + _SCALE_EPS)
+    return torch.sub(features, mins, out=out).div_(maxs - mins + _SCALE_EPS)
 
 
 def vae_residuals(
@@ -336,16 +347,15 @@ def vae_residuals(
             stop = min(start + batch_size, n)
             batch = features[start:stop].to(device=device, dtype=torch.float32)
             low, high = (
-                s[start:stop, :, None, None].to(device=device, dtype=torch.float32)
-                for s in (mins, maxs)
+                s[start:stop].to(device=device, dtype=torch.float32) for s in (mins, maxs)
             )
-            # minmax_scale's operations, written straight into channels-last
-            # memory (the output's own rows when it is on this device): no
-            # scaled copy in the (n, C, h, w) order, no transposed copy of it.
+            # Scaled straight into channels-last memory (the output's own rows
+            # when it is on this device): no scaled copy in the (n, C, h, w)
+            # order, no transposed copy of it.
             scaled = residuals[start:stop]
             if not in_place:
                 scaled = torch.empty_like(scaled, device=device)
-            torch.sub(batch, low, out=scaled).div_(high - low + _SCALE_EPS)
+            minmax_scale(batch, low, high, out=scaled)
             # Pixel-major rows, a view, turned into residuals in place part by part.
             vectors = scaled.permute(0, 2, 3, 1).view(-1, channels)
             for part in vectors.split(_RESIDUAL_ROWS):
