@@ -72,9 +72,10 @@ def split_localizer(device, seconds):
     localization.localize_images = wrap("  localizer: maps (VAE + FCA)", localize_images)
 
 
-def run(items, k, size, device, seed=0):
+def run(items, k, size, device, seed=0, vae_precision="float32"):
     """Fit the default pipeline step by step; per-stage seconds, peak memory, labels."""
     model = make_blind_pipeline(k, image_size=size, device=device, random_state=seed)
+    model.set_params(localizer__vae_precision=vae_precision)
     steps = dict(model.steps)
     seconds, memory = {}, {}
     split_localizer(device, seconds)
@@ -125,6 +126,12 @@ def main():
         help="glibc's allocator as cluster_images and the command line set it (job), "
         "or as a bare Python process has it (default)",
     )
+    parser.add_argument(
+        "--vae-precision",
+        choices=("float32", "bfloat16", "auto"),
+        default="float32",
+        help="the localizer's vae_precision (default float32, the package's default)",
+    )
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args()
     if args.malloc == "job":
@@ -139,6 +146,7 @@ def main():
         "machine": machine(),
         "device": args.device,
         "malloc": args.malloc,
+        "vae_precision": args.vae_precision,
         "n_images": len(items),
         "sizes": {},
     }
@@ -146,7 +154,8 @@ def main():
         results["device_name"] = torch.cuda.get_device_name()
     lines = [
         f"**Default pipeline on {'synthetic' if args.quick else 'MTD'} "
-        f"({len(items)} images), device {args.device}, seed 0, malloc {args.malloc}**",
+        f"({len(items)} images), device {args.device}, seed 0, malloc {args.malloc}, "
+        f"vae_precision {args.vae_precision}**",
         "",
         "| size | stage | seconds | peak device MB |",
         "|---|---|---|---|",
@@ -154,7 +163,7 @@ def main():
     output = args.output or RESULTS / f"device_{args.device.split(':')[0]}.json"
     output.parent.mkdir(parents=True, exist_ok=True)
     for i, size in enumerate(sizes):
-        record, labels = run(items, k, size, args.device)
+        record, labels = run(items, k, size, args.device, vae_precision=args.vae_precision)
         record["nmi"] = round(normalized_mutual_info_score(target, labels), 4)
         record["ari"] = round(adjusted_rand_score(target, labels), 4)
         if args.cpu_reference and i == 0 and args.device != "cpu":

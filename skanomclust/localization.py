@@ -25,7 +25,7 @@ from .nn.localization import (
     localize_images,
     position_baseline,
 )
-from .nn.vae_training import train_pixel_vae
+from .nn.vae_training import train_pixel_vae, training_precision
 
 __all__ = ["BlindAnomalyLocalizer", "resize_anomaly_maps"]
 
@@ -63,6 +63,15 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         AdamW learning rate (the paper: 1e-4 with many more steps).
     weight_decay : float, default=0.1
     kl_weight : float, default=1e-3
+    vae_precision : {"auto", "float32", "bfloat16"}, default="float32"
+        Precision of the matrix products of the VAE's training on the CPU
+        (``vae_precision_``). ``"bfloat16"``: products in bfloat16, weights,
+        loss and optimiser in float32 (mixed precision,
+        :class:`~skanomclust.nn.vae_step.VAETrainingStep`): faster on CPUs
+        with bfloat16 instructions (AVX512-BF16, AMX), slower elsewhere,
+        and another network than float32's (the user guide compares their
+        clusters). ``"auto"``: bfloat16 where the CPU has them,
+        else float32. Other devices train in float32.
     patch_size : int, default=7
     sigma_p : float, default=3.0
         Gaussian window of the FCA patches.
@@ -111,6 +120,9 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         (None with ``baseline=None``).
     loss_curve_ : list of float
         VAE training loss per step.
+    vae_precision_ : str or None
+        Precision the VAE was trained in (``"float32"`` or ``"bfloat16"``;
+        None without a VAE).
     device_ : torch.device
         Where the maps are computed.
     n_features_in_ : int
@@ -143,6 +155,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         "learning_rate": [Interval(Real, 0, None, closed="neither")],
         "weight_decay": [Interval(Real, 0, None, closed="left")],
         "kl_weight": [Interval(Real, 0, None, closed="left")],
+        "vae_precision": [StrOptions({"auto", "float32", "bfloat16"})],
         "patch_size": [Interval(Integral, 1, None, closed="left")],
         "sigma_p": [Interval(Real, 0, None, closed="neither")],
         "fca_components": [Interval(Integral, 1, None, closed="left"), None],
@@ -168,6 +181,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         learning_rate=1e-3,
         weight_decay=0.1,
         kl_weight=1e-3,
+        vae_precision="float32",
         patch_size=7,
         sigma_p=3.0,
         fca_components=96,
@@ -187,6 +201,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.kl_weight = kl_weight
+        self.vae_precision = vae_precision
         self.patch_size = patch_size
         self.sigma_p = sigma_p
         self.fca_components = fca_components
@@ -238,13 +253,23 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         out = append_anomaly_maps(features, maps, copy=self.copy)
         return self._wrap_output(restore_layout(out, was_2d), X)
 
+    def __setstate__(self, state):
+        super().__setstate__(state)
+        # Models saved before vae_precision existed (0.3.5 and older) trained in float32.
+        if "vae_precision" not in state:
+            self.vae_precision = "float32"
+            if "vae_" in state:
+                self.vae_precision_ = None if state["vae_"] is None else "float32"
+
     def _fit(self, X, *, need_maps):
         """Train the VAE, fit the projection and the baseline; the training maps if needed."""
         features, was_2d = validate_feature_maps(self, X, reset=True)
         device = self._resolve_device()
         seeds = Seeds(self.random_state)
         self.vae_, self.loss_curve_, self.baseline_ = None, [], None
+        self.vae_precision_ = None
         if self.mode in ("vae_fca", "vae"):
+            self.vae_precision_ = training_precision(self.vae_precision, device)
             bar = progress_bar(self.n_steps, self.verbose, "VAE", unit="step")
             # On an accelerator the features go there once and the sampled pixels are
             # gathered there; the training reads them through one pixel-major copy
@@ -260,6 +285,7 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
                 latent_channels=self.latent_channels,
                 generator=seeds.torch("vae"),
                 device=device,
+                precision=self.vae_precision_,
                 progress=lambda step: bar.update(1),
             )
             bar.close()

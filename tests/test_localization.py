@@ -310,6 +310,7 @@ def test_resize_to_image_sizes(maps_with_outlier):
         (dict(n_steps=-1), "n_steps"),
         (dict(border=-2), "border"),
         (dict(learning_rate=0), "learning_rate"),
+        (dict(vae_precision="float16"), "vae_precision"),
     ],
 )
 def test_parameter_validation(params, match, maps_with_outlier):
@@ -348,3 +349,38 @@ def test_channel_count_is_checked(maps_with_outlier):
     localizer = BlindAnomalyLocalizer("fca").fit(maps_with_outlier)
     with pytest.raises(ValueError, match="features"):
         localizer.transform(maps_with_outlier[:, :5])
+
+
+def test_vae_precision_is_recorded_and_auto_follows_the_cpu(monkeypatch, maps_with_outlier):
+    X = maps_with_outlier
+
+    def fitted(**params):
+        return BlindAnomalyLocalizer(random_state=0, **FAST, **params).fit(X)
+
+    bf16 = fitted(vae_precision="bfloat16")
+    assert bf16.vae_precision_ == "bfloat16" and fitted().vae_precision_ == "float32"
+    # Mixed precision trains another network, repeatably, that still finds the blob.
+    again = fitted(vae_precision="bfloat16")
+    assert bf16.loss_curve_ == again.loss_curve_ != fitted().loss_curve_
+    maps = split_localizer_output(bf16.transform(X))[1]
+    assert np.unravel_index(maps.reshape(6, -1).max(1).argmax(), (6,)) == (2,)
+    assert fitted(mode="fca", vae_precision="bfloat16").vae_precision_ is None
+    cases = [((False, False), "float32"), ((True, False), "bfloat16"), ((False, True), "bfloat16")]
+    for flags, expected in cases:
+        names = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+        for name, flag in zip(names, flags, strict=True):
+            monkeypatch.setattr(torch.cpu, name, lambda flag=flag: flag, raising=False)
+        assert fitted(vae_precision="auto").vae_precision_ == expected
+
+
+def test_a_model_pickled_before_vae_precision_existed_loads(maps_with_outlier):
+    localizer = BlindAnomalyLocalizer(random_state=0, **FAST).fit(maps_with_outlier)
+    state = localizer.__getstate__()
+    del state["vae_precision"], state["vae_precision_"]  # as 0.3.5 saved it
+    old = BlindAnomalyLocalizer.__new__(BlindAnomalyLocalizer)
+    old.__setstate__(state)
+    assert old.get_params()["vae_precision"] == "float32"
+    assert old.vae_precision_ == "float32"
+    np.testing.assert_array_equal(
+        old.transform(maps_with_outlier), localizer.transform(maps_with_outlier)
+    )

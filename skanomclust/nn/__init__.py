@@ -12,7 +12,8 @@ One module per step, named as the estimator that drives it:
   file, or a seeded random initialisation);
 - :mod:`~skanomclust.nn.vae`: the per-pixel VAE and its residuals (step 2), trained by
   :mod:`~skanomclust.nn.vae_training` (on the CPU, one step at a time by
-  :mod:`~skanomclust.nn.vae_step`, with the gradients written out);
+  :mod:`~skanomclust.nn.vae_step`, with the gradients written out, in float32 or with
+  bfloat16 products);
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3), its CPU kernels in
   :mod:`~skanomclust.nn.fca_cpu`;
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA

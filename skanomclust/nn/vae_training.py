@@ -19,7 +19,7 @@ import torch
 from .vae import _SCALE_EPS, PixelVAE, minmax_scale_stats, vae_loss
 from .vae_step import VAETrainingStep
 
-__all__ = ["train_pixel_vae"]
+__all__ = ["train_pixel_vae", "training_precision"]
 
 # Eager steps run on a side stream before the capture (CUDA graphs need the
 # allocator and the autograd engine warmed up); they are ordinary training steps.
@@ -28,6 +28,42 @@ _WARMUP_STEPS = 3
 # The pixel-major copy of the features (see _pixel_rows) is made only while it
 # takes at most this share of the memory still available on their device.
 _COPY_SHARE_OF_AVAILABLE = 0.25
+
+
+_PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+def training_precision(precision: str, device) -> str:
+    """The precision :func:`train_pixel_vae` should use: ``"float32"`` or ``"bfloat16"``.
+
+    ``"auto"`` is bfloat16 on a CPU that multiplies bfloat16 in hardware
+    (AVX512-BF16 or AMX, as torch reports them), where its products are
+    faster than float32's, and float32 anywhere else: without those
+    instructions bfloat16 products are emulated and slower. Other devices
+    train in float32 (``"bfloat16"`` there raises ValueError, as in
+    :func:`train_pixel_vae`).
+
+    Examples
+    --------
+    >>> from skanomclust.nn.vae_training import training_precision
+    >>> training_precision("float32", "cpu"), training_precision("auto", "meta")
+    ('float32', 'float32')
+    """
+    on_cpu = torch.device(device).type == "cpu"
+    if precision == "bfloat16" and not on_cpu:
+        raise ValueError(
+            f"bfloat16 training is implemented on the CPU only, not on {device}; "
+            "use 'float32' or 'auto'"
+        )
+    if precision != "auto":
+        return precision
+    if not on_cpu:
+        return "float32"
+    native = (
+        getattr(torch.cpu, name, lambda: False)()
+        for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    )
+    return "bfloat16" if any(native) else "float32"
 
 
 def train_pixel_vae(
@@ -42,6 +78,7 @@ def train_pixel_vae(
     latent_channels: int = 128,
     generator: torch.Generator,
     device="cpu",
+    precision: str = "float32",
     progress: Callable[[int], object] | None = None,
 ) -> tuple[PixelVAE, list[float]]:
     """Train a :class:`PixelVAE` on random pixels of all images.
@@ -91,6 +128,10 @@ def train_pixel_vae(
         device and thread settings); the global RNG is not used.
     device : str or torch.device, default="cpu"
         Where the network is trained.
+    precision : {"float32", "bfloat16"}, default="float32"
+        Dtype of the matrix products (CPU only for bfloat16): see
+        :class:`~skanomclust.nn.vae_step.VAETrainingStep` and
+        :func:`training_precision`.
     progress : callable or tqdm-like, default=None
         Called as ``progress(step)`` after every step, or, if it has an
         ``update`` method (a tqdm bar), ``progress.update(1)``.
@@ -119,7 +160,10 @@ def train_pixel_vae(
     for name, value, low in [("n_steps", n_steps, 0), ("pixels_per_step", pixels_per_step, 1)]:
         if not isinstance(value, Integral) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
+    if precision not in _PRECISIONS:
+        raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}, got {precision!r}")
     device = torch.device(device)
+    training_precision(precision, device)  # refuses bfloat16 off the CPU
     n, channels, h, w = features.shape
     mins, maxs = (stat.float() for stat in minmax_scale_stats(features))
     # minmax_scale's divisor, per image and channel, computed once instead of
@@ -132,7 +176,9 @@ def train_pixel_vae(
     if device.type == "cpu":
         # Gradients written out into buffers allocated once, and one flat
         # parameter for AdamW: the same values as autograd's, faster (vae_step).
-        written_out = VAETrainingStep(module, pixels_per_step, kl_weight)
+        written_out = VAETrainingStep(
+            module, pixels_per_step, kl_weight, compute_dtype=_PRECISIONS[precision]
+        )
         optimizer = torch.optim.AdamW([written_out.parameter], lr=lr, weight_decay=weight_decay)
     else:
         written_out = None
