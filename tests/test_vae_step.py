@@ -161,26 +161,22 @@ def test_bfloat16_training_learns_like_float32_and_repeats():
 def test_refuses_other_precisions():
     with pytest.raises(ValueError, match="float32 or bfloat16"):
         VAETrainingStep(PixelVAE(4, 8, 2), 5, 1e-3, compute_dtype=torch.float16)
-    with pytest.raises(ValueError, match="precision must be one of"):
-        train_pixel_vae(
-            torch.rand(2, 3, 4, 4),
-            n_steps=1,
-            pixels_per_step=4,
-            generator=torch.Generator(),
-            precision="half",
-        )
-
-
-def test_bfloat16_is_refused_off_the_cpu():
     assert training_precision("auto", "meta") == "float32"
     with pytest.raises(ValueError, match="CPU only"):
         training_precision("bfloat16", "meta")
-    with pytest.raises(ValueError, match="CPU only"):
+
+
+@pytest.mark.parametrize(
+    ("device", "precision", "match"),
+    [("cpu", "half", "precision must be one of"), ("meta", "bfloat16", "CPU only")],
+)
+def test_training_refuses_other_precisions_and_bfloat16_off_the_cpu(device, precision, match):
+    with pytest.raises(ValueError, match=match):
         train_pixel_vae(
             torch.rand(2, 3, 4, 4),
             n_steps=1,
             pixels_per_step=4,
             generator=torch.Generator(),
-            device="meta",
-            precision="bfloat16",
+            device=device,
+            precision=precision,
         )
