@@ -68,10 +68,11 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
         (``vae_precision_``). ``"bfloat16"``: products in bfloat16, weights,
         loss and optimiser in float32 (mixed precision,
         :class:`~skanomclust.nn.vae_step.VAETrainingStep`): faster on CPUs
-        with bfloat16 instructions (AVX512-BF16, AMX), slower elsewhere,
-        and another network than float32's (the user guide compares their
-        clusters). ``"auto"``: bfloat16 where the CPU has them,
-        else float32. Other devices train in float32.
+        with bfloat16 instructions (AVX512-BF16, AMX; elsewhere they are
+        emulated, which can be slower than float32), and another network
+        than float32's (the user guide compares their clusters).
+        ``"auto"``: bfloat16 where the CPU has them, else float32. Other
+        devices train in float32.
     patch_size : int, default=7
     sigma_p : float, default=3.0
         Gaussian window of the FCA patches.

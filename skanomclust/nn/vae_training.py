@@ -39,7 +39,8 @@ def training_precision(precision: str, device) -> str:
     ``"auto"`` is bfloat16 on a CPU that multiplies bfloat16 in hardware
     (AVX512-BF16 or AMX, as torch reports them), where its products are
     faster than float32's, and float32 anywhere else: without those
-    instructions bfloat16 products are emulated and slower. Other devices
+    instructions bfloat16 products are emulated, which can be slower than
+    float32 (not measured here: this package's machines have them). Other devices
     train in float32 (``"bfloat16"`` there raises ValueError, as in
     :func:`train_pixel_vae`).
 
