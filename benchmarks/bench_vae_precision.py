@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 from _common import RESULTS, machine, write_markdown
-from bench_suite import PROTOCOLS, load_protocol, score
+from bench_suite import PROTOCOLS, _mean_spread, load_protocol, score
 
 from skanomclust import (
     AnomalyWeightedPooling,
@@ -94,7 +94,7 @@ def tables(runs, protocols, precisions, seeds):
                     continue
                 means.append(np.mean(values))
                 per_seed = ", ".join(f"{v:.3f}" for v in values)
-                cells.append(f"{means[-1]:.3f} ± {np.ptp(values):.3f} ({per_seed})")
+                cells.append(f"{_mean_spread(values)} ({per_seed})")
             mean = f"{np.mean(means):.3f}" if len(means) == len(protocols) else "-"
             lines.append(f"| {precision} | " + " | ".join(cells) + f" | {mean} |")
         lines.append("")
