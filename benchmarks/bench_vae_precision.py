@@ -12,6 +12,12 @@ The baselines beside these rows (mean-pooled features + Ward, the paper's
 configuration) are the suite's (``results/suite.md``): they do not involve
 this parameter.
 
+With ``--precisions float32`` alone it measures the default pipeline on every
+protocol and seed, which is how a change that moves the features' rounding is
+checked against the figures before it (0.3.7's folded batch norms:
+``--seeds 0 1 2 3 4 5 --output benchmarks/results/folded_batch_norms.json``,
+against the float32 rows of ``vae_precision.json``, measured with 0.3.6).
+
 The output is rewritten after every run and read back at the start: runs
 already in it are skipped, so an interrupted run resumes, and rows can be
 added one precision at a time (``--precisions bfloat16`` first, then

@@ -11,7 +11,12 @@ from PIL import Image
 
 from skanomclust import TextureFeatureExtractor
 from skanomclust.nn import features as backbones_module
-from skanomclust.nn.features import BACKBONES, FeatureMapExtractor, load_backbone
+from skanomclust.nn.features import (
+    BACKBONES,
+    FeatureMapExtractor,
+    fold_batch_norms,
+    load_backbone,
+)
 
 SMALL = dict(weights=None, image_size=32, random_state=0)
 
@@ -310,8 +315,62 @@ def test_truncation_matches_the_full_models_intermediate_output(name):
             ours = extractor(x)
             model((x - extractor.mean) / extractor.std)
         handle.remove()
-        torch.testing.assert_close(ours, captured["out"])
+        # The extractor folds batch norms into convolutions and computes in
+        # channels-last memory: the same function, summed in another order, so
+        # equal up to float rounding relative to the layer's scale.
+        scale = float(captured["out"].abs().max())
+        torch.testing.assert_close(ours, captured["out"], rtol=1e-4, atol=1e-4 * scale)
         assert ours.shape == (1, channels, 64 // stride, 64 // stride)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18"])
+def test_batch_norms_are_folded_into_a_copy(name):
+    model, _ = load_backbone(name, None, generator=torch.Generator().manual_seed(0))
+    spec = BACKBONES[name]
+    extractor = FeatureMapExtractor(model, spec.default_layers, spec.mean, spec.std)
+    norms = [m for m in extractor.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert norms == []
+    # The caller's model is left as it was: batch norms and memory format.
+    assert sum(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules()) > 10
+    assert model.get_submodule(spec.default_layers[0]).training is False
+    first_conv = next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d))
+    assert first_conv.weight.is_contiguous()
+
+
+def test_a_requested_convolution_keeps_its_own_output():
+    # Folding resnet18's stem would make conv1's output bn1's: not when conv1 is read.
+    model, _ = load_backbone("resnet18", None, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # statistics of a trained network: far from the identity
+        model.bn1.running_mean.fill_(0.5)
+        model.bn1.running_var.fill_(4.0)
+    spec = BACKBONES["resnet18"]
+    extractor = FeatureMapExtractor(model, ["conv1", "bn1"], spec.mean, spec.std)
+    x = torch.rand(1, 3, 32, 32)
+    with torch.inference_mode():
+        ours = extractor.forward_layers(x)
+        normalised = (x - extractor.mean) / extractor.std
+        conv = model.conv1(normalised)
+        torch.testing.assert_close(ours["conv1"], conv, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(ours["bn1"], model.bn1(conv), rtol=1e-4, atol=1e-5)
+
+
+def test_fold_batch_norms_leaves_what_does_not_fold():
+    class NormWithActivation(torch.nn.BatchNorm2d):  # as timm's BatchNormAct2d
+        def forward(self, x):
+            return torch.relu(super().forward(x))
+
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3), NormWithActivation(4), torch.nn.Conv2d(4, 4, 1)
+    ).eval()
+    training = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    fold_batch_norms(net)
+    fold_batch_norms(training)
+    assert type(net[1]) is NormWithActivation
+    assert type(training[1]) is torch.nn.BatchNorm2d
+    folded = fold_batch_norms(
+        torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4)).eval()
+    )
+    assert isinstance(folded[1], torch.nn.Identity)
 
 
 def test_unknown_backbone_and_layers(rgb_images):

@@ -23,13 +23,16 @@ file path
 
 from __future__ import annotations
 
+import copy
+import itertools
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from .weights import (
     OfflineWeights,
@@ -293,13 +296,82 @@ def _sequential_stages(model: nn.Module, layers: Sequence[str]) -> list[tuple[st
     return stages[: last + 1]
 
 
+def _folded(conv: nn.Module, norm: nn.Module) -> nn.Conv2d | None:
+    """``conv`` with ``norm`` folded into its weights, or None when they do not fold.
+
+    Only a plain convolution followed by a plain batch norm in eval mode with
+    running statistics folds; subclasses (e.g. timm's ``BatchNormAct2d``, which
+    also applies an activation) are left alone.
+    """
+    if (
+        type(conv) is nn.Conv2d
+        and type(norm) is nn.BatchNorm2d
+        and not (conv.training or norm.training)
+        and norm.running_mean is not None
+        and norm.running_var is not None
+    ):
+        fused = fuse_conv_bn_eval(conv, norm)
+        fused.requires_grad_(False)
+        return fused
+    return None
+
+
+def _fold_in_sequence(container: nn.Module, order: Sequence[str], keep: Collection[str] = ()):
+    """Fold each batch norm that directly follows a convolution among ``order`` (names of
+    ``container``'s children, in forward order); the batch norm becomes an identity.
+    A convolution named in ``keep`` is read out on its own and stays unfolded."""
+    for first, second in itertools.pairwise(order):
+        fused = None if first in keep else _folded(container[first], container[second])
+        if fused is not None:
+            container[first] = fused
+            container[second] = nn.Identity()
+
+
+def fold_batch_norms(module: nn.Module) -> nn.Module:
+    """Fold, in place, every eval-mode batch norm that directly follows a convolution.
+
+    A batch norm at inference is a fixed per-channel affine map, so it can be
+    merged into the preceding convolution's weights and bias
+    (:func:`torch.nn.utils.fusion.fuse_conv_bn_eval`) and replaced by an
+    identity. The network computes the same function up to float rounding, and
+    the CPU saves a full pass over every activation: the batch norms took a
+    third of MobileNetV2's time on CPU in channels-last memory.
+
+    Folded: consecutive children of every ``nn.Sequential`` (torchvision's
+    MobileNetV2, ResNet stems and shortcuts) and the ``conv{i}`` / ``bn{i}``
+    pairs of torchvision's ResNet blocks. Other layouts (timm's EfficientNets,
+    whose batch norms carry their activation) are left as they are.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        A network in eval mode.
+
+    Returns
+    -------
+    module : torch.nn.Module
+        The same object.
+    """
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+
+    for child in list(module.modules()):
+        if isinstance(child, nn.Sequential):
+            _fold_in_sequence(child._modules, list(child._modules))
+        elif isinstance(child, (BasicBlock, Bottleneck)):
+            for i in (1, 2, 3):
+                if hasattr(child, f"conv{i}"):
+                    _fold_in_sequence(child._modules, [f"conv{i}", f"bn{i}"])
+    return module
+
+
 class FeatureMapExtractor(nn.Module):
     """Frozen backbone returning chosen intermediate layers as one feature map.
 
     The model is cut after the deepest requested layer (later layers are
-    dropped, so they cost neither time nor memory). Several layers are
-    bilinearly upsampled to the finest one's resolution and concatenated
-    along channels.
+    dropped, so they cost neither time nor memory), copied (``model`` is left
+    as it is), and its batch norms are folded into the convolutions before
+    them (:func:`fold_batch_norms`). Several layers are bilinearly upsampled
+    to the finest one's resolution and concatenated along channels.
 
     Parameters
     ----------
@@ -316,7 +388,13 @@ class FeatureMapExtractor(nn.Module):
         self.layers = list(layers)
         stages = _sequential_stages(model, self.layers)
         self.stage_names = [name for name, _ in stages]
-        self.stages = nn.ModuleList([module for _, module in stages])
+        self.stages = copy.deepcopy(nn.ModuleList([module for _, module in stages])).eval()
+        fold_batch_norms(self.stages)
+        # Stages themselves (e.g. a ResNet's stem conv1 -> bn1), unless the
+        # convolution's own output is a requested layer.
+        positions = [str(i) for i in range(len(stages))]
+        kept = {str(i) for i, name in enumerate(self.stage_names) if name in self.layers}
+        _fold_in_sequence(self.stages._modules, positions, keep=kept)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1))
         # Channels-last is about twice as fast for MobileNet/EfficientNet on CPU
