@@ -8,8 +8,9 @@ for CPU tensors.
 One module per step, named as the estimator that drives it:
 
 - :mod:`~skanomclust.nn.features`: pretrained backbones cut at intermediate layers (step 1),
-  their batch norms folded into the convolutions before them, their weights from :mod:`~skanomclust.nn.weights` (offline packages, torchvision, a
-  file, or a seeded random initialisation);
+  their batch norms folded into the convolutions before them, their weights from
+  :mod:`~skanomclust.nn.weights` (offline packages, torchvision, a file, or a seeded random
+  initialisation);
 - :mod:`~skanomclust.nn.vae`: the per-pixel VAE and its residuals (step 2), trained by
   :mod:`~skanomclust.nn.vae_training` (on the CPU, one step at a time by
   :mod:`~skanomclust.nn.vae_step`, with the gradients written out, in float32 or with
