@@ -383,6 +383,72 @@ def test_fca_cpu_kernel_is_deterministic_across_threads_and_batches(generator):
     assert torch.equal(one[0], together[3])
 
 
+def _lookup_loop(out, values, ranks, table):
+    """The lookup as the plain loop the compiled lanes replace."""
+    for i in range(len(out)):
+        out[i] += abs(values[i] - table[ranks[i]])
+
+
+def _compiled_lookup():
+    """A fresh caller of the intrinsic: its code is generated now, with today's settings."""
+    from numba import njit
+
+    from skanomclust.nn.fca_lookup import LANES, add_rank_gaps16
+
+    @njit
+    def lookup(out, values, ranks, table):
+        for start in range(0, len(out), LANES):
+            add_rank_gaps16(out, start, values, start, ranks, table)
+
+    return lookup
+
+
+@pytest.mark.parametrize("permute", [True, False])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("rank_dtype", [np.uint8, np.uint16])
+def test_fca_table_lookup_lanes_equal_the_loop(monkeypatch, permute, dtype, rank_dtype):
+    # Both code paths of the intrinsic (AVX-512 permutes, lane-by-lane loads):
+    # bitwise the loop's result, for every rank of a full table, ties included.
+    from skanomclust.nn import fca_lookup
+
+    if permute and not fca_lookup.permute_lookup_available():
+        pytest.skip("numba does not compile for AVX-512 here")
+    monkeypatch.setattr(fca_lookup, "permute_lookup_available", lambda: permute)
+    rng = np.random.default_rng(0)
+    n = 5 * fca_lookup.LANES
+    table = np.sort(rng.standard_normal(fca_lookup.TABLE_SIZE)).astype(dtype)
+    ranks = np.concatenate([np.arange(64), rng.integers(0, 64, n - 64)]).astype(rank_dtype)
+    values = rng.standard_normal(n).astype(dtype)
+    values[::7] = table[ranks[::7]]  # exact zeros
+    start = rng.standard_normal(n).astype(dtype)
+    expected, out = start.copy(), start.copy()
+    _lookup_loop(expected, values, ranks, table)
+    _compiled_lookup()(out, values, ranks, table)
+    np.testing.assert_array_equal(out, expected)
+
+
+def test_fca_table_lookup_follows_numba_target(monkeypatch):
+    # The permutes only where numba's own code generation targets AVX-512.
+    from numba.core import config
+
+    from skanomclust.nn import fca_lookup
+
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,-avx512f,+avx2")
+    assert not fca_lookup.permute_lookup_available()
+    monkeypatch.setattr(config, "CPU_FEATURES", "+sse2,+avx512f")
+    assert fca_lookup.permute_lookup_available()
+
+
+@pytest.mark.parametrize("shape", [(2, 5, 32, 32), (1, 3, 17, 35), (1, 2, 12, 9)])
+def test_fca_cpu_kernel_rows_of_any_width(generator, shape):
+    # Rows of whole groups of sixteen pixels, with a remainder, and shorter than sixteen.
+    x = torch.randn(*shape, generator=generator)
+    kernel = feature_correspondence_analysis(x, implementation="numba")
+    torch.testing.assert_close(
+        kernel, feature_correspondence_analysis(x, implementation="torch"), rtol=1e-5, atol=1e-5
+    )
+
+
 def test_fca_falls_back_to_torch_without_the_cpu_kernel(generator, monkeypatch):
     x = torch.rand(2, 3, 9, 9, generator=generator)
     expected = feature_correspondence_analysis(x, implementation="torch")

@@ -16,7 +16,8 @@ One module per step, named as the estimator that drives it:
   :mod:`~skanomclust.nn.vae_step`, with the gradients written out, in float32 or with
   bfloat16 products);
 - :mod:`~skanomclust.nn.fca`: Feature Correspondence Analysis (step 3), its CPU kernels in
-  :mod:`~skanomclust.nn.fca_cpu`;
+  :mod:`~skanomclust.nn.fca_cpu` (their reference lookup, sixteen pixels at a time, in
+  :mod:`~skanomclust.nn.fca_lookup`);
 - :mod:`~skanomclust.nn.localization`: what the localizer does around the VAE and FCA
   (projection, post-processing, position baseline, the maps of a batch or of many);
 - :mod:`~skanomclust.nn.pooling`: descriptor views (step 4);
