@@ -454,7 +454,7 @@ def test_fca_falls_back_to_torch_without_the_cpu_kernel(generator, monkeypatch):
     expected = feature_correspondence_analysis(x, implementation="torch")
     monkeypatch.setattr(fca, "_cpu_kernel", lambda: None)
     assert torch.equal(feature_correspondence_analysis(x), expected)
-    with pytest.raises(ValueError, match="numba cannot be imported"):
+    with pytest.raises(ValueError, match="compiled kernel cannot be loaded"):
         feature_correspondence_analysis(x, implementation="numba")
 
 
@@ -463,6 +463,16 @@ def test_fca_cpu_kernel_that_cannot_load_warns_once(monkeypatch):
     monkeypatch.setitem(sys.modules, "skanomclust.nn.fca_cpu", None)
     monkeypatch.delattr(sys.modules["skanomclust.nn"], "fca_cpu", raising=False)
     with pytest.warns(RuntimeWarning, match="runs in torch"):
+        assert fca._cpu_kernel.__wrapped__() is None
+
+
+def test_fca_cpu_kernel_is_not_used_when_numba_compilation_is_off(monkeypatch):
+    # NUMBA_DISABLE_JIT: the kernels would run as Python loops (and the lookup
+    # intrinsic not at all), so FCA runs in torch, with one warning.
+    from numba.core import config
+
+    monkeypatch.setattr(config, "DISABLE_JIT", True)
+    with pytest.warns(RuntimeWarning, match="NUMBA_DISABLE_JIT"):
         assert fca._cpu_kernel.__wrapped__() is None
 
 

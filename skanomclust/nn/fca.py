@@ -55,15 +55,22 @@ def _cpu_kernel():
 
     Besides a missing numba, numba refuses ``cache=True`` functions when it
     finds no writable cache folder (neither beside the package nor in the
-    user's cache, ``NUMBA_CACHE_DIR``): FCA then runs in torch, slower.
+    user's cache, ``NUMBA_CACHE_DIR``): FCA then runs in torch, slower. With
+    numba's compilation switched off (``NUMBA_DISABLE_JIT``) the kernels
+    would run as Python loops, for hours, and their lookup intrinsic cannot
+    run at all: torch is used then too.
     """
     try:
+        from numba.core import config as numba_config
+
+        if numba_config.DISABLE_JIT:
+            raise RuntimeError("numba's compilation is disabled (NUMBA_DISABLE_JIT)")
         from . import fca_cpu
     except (ImportError, RuntimeError, OSError) as error:
         warnings.warn(
             f"FCA's compiled CPU kernel is unavailable ({type(error).__name__}: {error}); "
-            "FCA runs in torch, several times slower on the CPU. Install numba, or set "
-            "NUMBA_CACHE_DIR to a writable folder.",
+            "FCA runs in torch, several times slower on the CPU. Install numba, set "
+            "NUMBA_CACHE_DIR to a writable folder, or unset NUMBA_DISABLE_JIT.",
             RuntimeWarning,
             stacklevel=3,
         )
@@ -91,7 +98,7 @@ def _use_cpu_kernel(implementation: str, features: torch.Tensor, dtypes=None) ->
         taken = " or ".join(str(dtype).removeprefix("torch.") for dtype in dtypes)
         reason = f"the kernel takes {taken}, not {features.dtype}"
     elif _cpu_kernel() is None:
-        reason = "numba cannot be imported"
+        reason = "the compiled kernel cannot be loaded (numba missing or disabled)"
     else:
         return True
     if implementation == "numba":
