@@ -50,7 +50,9 @@ def permute_lookup_available() -> bool:
 
 def _address(builder, base, index, itemsize):
     """Pointer to element ``index`` of an array's data (opaque-pointer safe)."""
-    offset = builder.mul(builder.sext(index, _I64), ir.Constant(_I64, itemsize))
+    if index.type.width < 64:  # LLVM has no sign extension to the same width
+        index = builder.sext(index, _I64)
+    offset = builder.mul(index, ir.Constant(_I64, itemsize))
     return builder.inttoptr(builder.add(builder.ptrtoint(base, _I64), offset), ir.PointerType())
 
 
