@@ -53,6 +53,8 @@ class BlindAnomalyLocalizer(MapsOutputMixin, TorchModulesMixin, TransformerMixin
     n_steps : int, default=2000
         VAE optimisation steps (the paper trains for about 10000 map passes;
         pixels are sampled here, so the schedule does not grow with the set).
+        Fewer steps, even with a higher ``learning_rate``, lost quality on PV
+        (the user guide's "Speed and memory").
     pixels_per_step : int, default=2048
         Feature vectors sampled across all images per step.
     hidden_channels : int, default=128

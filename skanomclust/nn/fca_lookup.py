@@ -86,18 +86,22 @@ def _permute_lanes(builder, values, ranks, table, float_type):
 
 
 def _scalar_lanes(builder, values, ranks, table, float_type, itemsize, rank_type):
-    """The same difference, lane by lane, gathered into one vector."""
+    """The same difference, the reference looked up lane by lane into one vector.
+
+    Only the lookup is per lane: the values are read and subtracted as one
+    vector (per lane, the same subtraction). On a Zen 3 core (no AVX-512)
+    that made the kernel alone 0-8% faster than subtracting lane by lane.
+    """
     vector = ir.VectorType(float_type, LANES)
-    result = ir.Constant(vector, ir.Undefined)
+    looked_up = ir.Constant(vector, ir.Undefined)
     for lane in range(LANES):
         at = ir.Constant(_I64, lane)
         rank = builder.load(_address(builder, ranks, at, rank_type.width // 8), typ=rank_type)
         reference = builder.load(
             _address(builder, table, builder.zext(rank, _I64), itemsize), typ=float_type
         )
-        value = builder.load(_address(builder, values, at, itemsize), typ=float_type)
-        result = builder.insert_element(result, builder.fsub(value, reference), at)
-    return result
+        looked_up = builder.insert_element(looked_up, reference, at)
+    return builder.fsub(builder.load(values, typ=vector, align=itemsize), looked_up)
 
 
 @intrinsic
