@@ -22,8 +22,8 @@ against the float32 rows of ``vae_precision.json``, measured with 0.3.6).
 comma-separated list of ``name=value`` (``n_steps=1000,learning_rate=0.003``),
 with the default precision: how the VAE's budget was checked on every set
 (``--settings n_steps=1000 n_steps=1000,learning_rate=0.003
-n_steps=1500,learning_rate=0.0015 --precisions float32 --output
-benchmarks/results/vae_budget.json``). The row label is the text given.
+n_steps=1500,learning_rate=0.0015 hidden_channels=96 --precisions float32
+--output benchmarks/results/vae_budget.json``). The row label is the text given.
 
 The output is rewritten after every run and read back at the start: runs
 already in it are skipped, so an interrupted run resumes, and rows can be
